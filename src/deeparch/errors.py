@@ -65,3 +65,10 @@ class CheckpointError(DeeparchError, ValueError):
 
 class TrainingError(DeeparchError, RuntimeError):
     """Training that cannot go on (a NaN loss, a diverging run...)."""
+
+
+class UnknownLayerError(DeeparchError, KeyError):
+    """A layer name that the model does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

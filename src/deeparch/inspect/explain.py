@@ -1,0 +1,262 @@
+"""``explain``: the arithmetic of every layer, written out as the slides do it.
+
+    conv1 (Conv2d)
+      output:  (227 - 11 + 2*0)/4 + 1 = 55  ->  55x55x96
+      params:  96 x (11 x 11 x 3) + 96 = 34,944
+      ...
+
+It also flags what is wrong or surprising: a division that floors and drops pixels, a
+stride larger than its kernel, a kernel larger than its padded input, and a figure from
+the seed documents that disagrees with the exact sum of the rows.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+from ..errors import ShapeError, UnknownLayerError
+from .render import dims, human_bytes
+from .summary import _from_trace, resolve
+from .trace import LayerRecord, module_geometry, run_trace
+
+
+def _n(v) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:,.2f}"
+
+
+def _hw(shape) -> str:
+    """Channels-last like the slides: [96, 55, 55] -> 55x55x96."""
+    if not shape or isinstance(shape[0], list):
+        return dims(shape)
+    s = list(shape)
+    return "x".join(str(v) for v in (s[1:] + s[:1])) if len(s) > 1 else str(s[0])
+
+
+@dataclass
+class LayerExplanation:
+    record: LayerRecord
+    lines: list[str]
+    flags: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        out = [f"{self.record.name} ({self.record.type})"] + [f"  {ln}" for ln in self.lines]
+        out += [f"  ! {f}" for f in self.flags]
+        return "\n".join(out)
+
+
+@dataclass
+class Explanation:
+    model: str
+    input_size: tuple[int, ...]
+    layers: list[LayerExplanation]
+    totals: list[str]
+    notes: list[str]
+
+    @property
+    def flags(self) -> list[str]:
+        return [f for lx in self.layers for f in lx.flags] + self.notes
+
+    def text(self) -> str:
+        parts = [f"{self.model}: input {_hw(list(self.input_size))} "
+                 f"(HxWxC; C,H,W = {','.join(map(str, self.input_size))})", ""]
+        parts += [lx.text() + "\n" for lx in self.layers]
+        if self.totals:
+            parts += ["Totals"] + [f"  {t}" for t in self.totals]
+        if self.notes:
+            parts += [""] + [f"! {n}" for n in self.notes]
+        return "\n".join(parts).rstrip() + "\n"
+
+    __str__ = text
+
+
+def _size_lines(geo: dict, in_shape: list, out_shape: list | None) -> tuple[list[str], list[str]]:
+    """The output-size formula per spatial dimension, and what it drops."""
+    lines, flags = [], []
+    spatial = in_shape[1:]
+    k, s, d = geo["kernel"], geo["stride"], geo["dilation"]
+    pad = geo["padding"]
+    if isinstance(pad, str):
+        pad = tuple((kk - 1) * dd // 2 for kk, dd in zip(k, d)) if pad == "same" else (0,) * len(k)
+    ceil = geo.get("ceil_mode", False)
+    results = []
+    for axis, (size, kk, ss, pp, dd) in enumerate(zip(spatial, k, s, pad, d)):
+        eff = dd * (kk - 1) + 1
+        kt = f"{kk}" if dd == 1 else f"{dd}*({kk}-1)+1"
+        num = size - eff + 2 * pp
+        exact = num / ss + 1
+        val = (math.ceil(num / ss) if ceil else num // ss) + 1
+        expr = f"({size} - {kt} + 2*{pp})/{ss} + 1"
+        if size + 2 * pp < eff:
+            flags.append(f"the {'x'.join(map(str, k))} kernel is larger than the padded input "
+                         f"({size} + 2*{pp} = {size + 2 * pp} < {eff}): this layer cannot run")
+            results.append(f"{expr} = {_n(exact)} < 1")
+            continue
+        if num % ss:
+            lost = num % ss
+            if ceil:
+                flags.append(f"{expr} = {_n(exact)} is not whole: ceil mode rounds up to {val}, "
+                             f"the last window hangs over the edge")
+            else:
+                flags.append(f"{expr} = {_n(exact)} is not whole: it floors to {val}, and the "
+                             f"last {lost} {'row' if axis == 0 and len(k) > 1 else 'column'}"
+                             f"{'s' if lost > 1 else ''} of the input are never used")
+        if ss > eff:
+            flags.append(f"stride {ss} is larger than the kernel {eff}: {ss - eff} of every {ss} "
+                         f"input positions are skipped")
+        results.append(f"{expr} = {val}")
+    if len(results) == 2 and len(set(results)) == 1 or len(results) == 1:
+        lines.append(results[0])
+    else:
+        lines.append("; ".join(f"{ax}: {r}" for ax, r in zip("HWD", results)))
+    return lines, flags
+
+
+def _layer_lines(r: LayerRecord, nbytes: int) -> tuple[list[str], list[str]]:
+    geo = r.geometry or {}
+    kind = geo.get("kind")
+    lines: list[str] = []
+    flags: list[str] = []
+    out = _hw(r.output_shape)
+    if kind in ("conv", "maxpool", "avgpool") and r.input_shape:
+        size, f = _size_lines(geo, r.input_shape, r.output_shape)
+        flags += f
+        lines.append(f"output:  {size[0]}  ->  {out}")
+    elif kind == "linear":
+        lines.append(f"output:  {geo['out_features']:,} units")
+    else:
+        lines.append(f"output:  {out}")
+    if kind == "conv":
+        k = " x ".join(map(str, geo["kernel"]))
+        cin = geo["in_channels"] // geo["groups"]
+        grp = f" (groups={geo['groups']}: each filter sees {cin} of {geo['in_channels']} channels)" \
+            if geo["groups"] > 1 else ""
+        bias = f" + {geo['out_channels']}" if geo["bias"] else ""
+        lines.append(f"params:  {geo['out_channels']} x ({k} x {cin}){bias} = {r.params:,}{grp}")
+        sp = " x ".join(map(str, r.output_shape[1:]))
+        lines.append(f"mult-adds:  {sp} x {geo['out_channels']} x ({k} x {cin}) = {r.macs:,}")
+    elif kind == "linear":
+        bias = f" + {geo['out_features']}" if geo["bias"] else ""
+        src = f"({_hw(r.input_shape)})" if r.input_shape and len(r.input_shape) > 1 else \
+            f"{geo['in_features']:,}"
+        lines.append(f"params:  {geo['in_features']:,} x {geo['out_features']:,}{bias} = "
+                     f"{r.params:,}   (in: {src})")
+        lines.append(f"mult-adds:  {geo['in_features']:,} x {geo['out_features']:,} = {r.macs:,}")
+    elif kind in ("maxpool", "avgpool"):
+        lines.append("params:  0 (pooling has no weights)")
+    elif r.params:
+        lines.append(f"params:  {r.params:,}")
+    if r.shared:
+        lines.append("params:  shared with its first use above (counted once)")
+    if r.activations:
+        n = r.output_shape if r.output_shape and not isinstance(r.output_shape[0], list) else []
+        expr = " x ".join(map(str, n)) if n else ""
+        lines.append(f"memory:  {expr + ' = ' if len(n) > 1 else ''}{r.activations:,} values"
+                     f" = {human_bytes(r.activations * nbytes)}")
+    else:
+        lines.append("memory:  none new (in place, a view, or identity in inference)")
+    if r.receptive_field is not None and kind in ("conv", "maxpool", "avgpool"):
+        k, s, d = geo["kernel"][0], geo["stride"][0], geo["dilation"][0]
+        rf, jump = r.receptive_field, r.jump
+        rf0 = (rf[0] if isinstance(rf, list) else rf)
+        j0 = (jump[0] if isinstance(jump, list) else jump)
+        prev_j = j0 / s
+        prev_rf = rf0 - d * (k - 1) * prev_j
+        lines.append(f"receptive field:  {_n(prev_rf)} + ({d * (k - 1) + 1} - 1) x {_n(prev_j)} = "
+                     f"{_n(rf0)};  jump {_n(prev_j)} x {s} = {_n(j0)}")
+    elif r.receptive_field is not None:
+        lines.append(f"receptive field:  {r.receptive_field}, jump {r.jump}")
+    return lines, flags
+
+
+def _seed_notes(s) -> list[str]:
+    notes = []
+    card = s.card
+    if card is None:
+        return notes
+    actual = {"params": s.total_params, "macs": s.macs, "activations": s.activations}
+    for fig in card.seed_figures:
+        got = actual[fig.quantity]
+        if abs(got - fig.value) > fig.tolerance:
+            extra = ""
+            if fig.quantity == "activations":
+                extra = (f" ({got / 1e6:.1f}M, {human_bytes(got * s.bytes_per_value)} at "
+                         f"{s.bytes_per_value} bytes)")
+            notes.append(f"{fig.source} says \"{fig.quote}\", but the exact sum of its rows is "
+                         f"{got:,}{extra}.")
+        else:
+            notes.append(f"{fig.source} says \"{fig.quote}\": agrees with the exact {got:,}.")
+    if card.params is not None and card.input_size == s.input_size:
+        mark = "matches" if card.params == s.total_params else "DIFFERS from"
+        notes.append(f"published parameters {card.params:,} ({card.source}): {mark} the rows.")
+    return notes
+
+
+def _select(records: list[LayerRecord], layers) -> list[int]:
+    if not layers:
+        return list(range(len(records)))
+    chosen: list[int] = []
+    for want in layers:
+        want = str(want)
+        hits = [i for i, r in enumerate(records)
+                if r.name == want or r.name.endswith("." + want) or fnmatch.fnmatch(r.name, want)]
+        if not hits and want.isdigit() and 1 <= int(want) <= len(records):
+            hits = [int(want) - 1]
+        if not hits:
+            names = ", ".join(r.name for r in records[:12])
+            raise UnknownLayerError(f"the model has no layer {want!r}; its layers include "
+                                    f"{names}{'...' if len(records) > 12 else ''}.")
+        chosen += [h for h in hits if h not in chosen]
+    return sorted(chosen)
+
+
+def explain(target, input_size=None, layer=None) -> Explanation:
+    """Explain the arithmetic of each layer (or of the ``layer`` names / globs / 1-based indices).
+
+    A geometry that cannot run raises :class:`ShapeError`; its ``explanation`` attribute
+    holds the arithmetic up to and including the failing layer.
+    """
+    layers = [layer] if isinstance(layer, (str, int)) else (layer or [])
+    model, name, size, card = resolve(target, input_size)
+    trace = run_trace(model, size)
+    p = next(iter(model.parameters()), None)
+    nbytes = p.element_size() if p is not None else 4
+    if trace.failure is not None:
+        exc = trace.failure
+        items = [LayerExplanation(r, *_layer_lines(r, nbytes)) for r in exc.partial]
+        mod = getattr(exc, "failed_module", None)
+        geo = module_geometry(mod, len(size) - 1) if mod is not None else None
+        in_shape = getattr(exc, "failed_input", None)
+        if geo and "kernel" in geo and in_shape:
+            lines, flags = _size_lines(geo, in_shape, None)
+            fake = LayerRecord(getattr(exc, "failed_name", "?"), type(mod).__name__, [], 0, 0, 0,
+                               0, None, None, in_shape, geo)
+            items.append(LayerExplanation(fake, [f"output:  {lines[0]}"], flags))
+        exc.explanation = Explanation(name, size, items, [], [str(exc)])
+        raise exc
+    s = _from_trace(model, name, size, card, trace.records, trace.output)
+    items = []
+    rf_full = False
+    for i in _select(s.layers, layers):
+        r = s.layers[i]
+        lines, flags = _layer_lines(r, nbytes)
+        rf = r.receptive_field
+        if rf is not None and not rf_full and len(size) == 3 and not layers:
+            rf0 = max(rf) if isinstance(rf, list) else rf
+            if rf0 >= max(size[1:]) and r.geometry and r.geometry.get("kind") != "linear":
+                flags.append(f"from here on each output sees the whole {size[1]}x{size[2]} input "
+                             f"(receptive field {rf})")
+                rf_full = True
+        items.append(LayerExplanation(r, lines, flags))
+    bias = s.bias_params
+    totals = [
+        f"params:  sum of the rows = {s.total_params:,} (weights {s.total_params - bias:,} + "
+        f"biases {bias:,}) = {human_bytes(s.param_bytes)} at {s.bytes_per_value} bytes",
+        f"mult-adds:  {s.macs:,}",
+        f"memory:  input {math.prod(size):,} + layers {s.activations - math.prod(size):,} = "
+        f"{s.activations:,} values = {human_bytes(s.activation_bytes)} per image forward "
+        f"(about twice that with the backward pass)",
+    ]
+    if layers:
+        totals = []
+    return Explanation(name, size, items, totals, [] if layers else _seed_notes(s))

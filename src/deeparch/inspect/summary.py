@@ -1,0 +1,161 @@
+"""``summary(model | name | pattern, input_size)``: what every layer outputs, weighs and costs."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import InputSizeError, ShapeError
+from .trace import LayerRecord, run_trace
+
+
+@dataclass
+class Summary:
+    """The result of :func:`summary`; ``to_dict()`` is the JSON schema of DESIGN.md."""
+
+    model: str
+    input_size: tuple[int, ...]
+    layers: list[LayerRecord]
+    total_params: int
+    trainable_params: int
+    macs: int
+    activations: int
+    bytes_per_value: int = 4
+    bias_params: int = 0
+    card: Any = None
+    output_shape: list = field(default_factory=list)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    @property
+    def param_bytes(self) -> int:
+        return self.total_params * self.bytes_per_value
+
+    @property
+    def activation_bytes(self) -> int:
+        return self.activations * self.bytes_per_value
+
+    @property
+    def receptive_field(self):
+        rfs = [r.receptive_field for r in self.layers if r.receptive_field is not None]
+        return rfs[-1] if rfs else None
+
+    @property
+    def depth(self) -> int:
+        """Weight layers (convolutions and fully connected) on the executed path."""
+        return sum(1 for r in self.layers if r.geometry and r.geometry.get("kind") in
+                   ("conv", "linear"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "input_size": list(self.input_size),
+            "total_params": self.total_params, "trainable_params": self.trainable_params,
+            "non_trainable_params": self.non_trainable_params, "macs": self.macs,
+            "activations": self.activations, "param_bytes": self.param_bytes,
+            "activation_bytes": self.activation_bytes, "output_shape": self.output_shape,
+            "layers": [r.to_dict() for r in self.layers],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def render(self, format: str = "table") -> str:
+        from .render import render
+        return render(self, format)
+
+    def __str__(self) -> str:
+        return self.render("table")
+
+
+def parse_input_size(value: str | Sequence[int]) -> tuple[int, ...]:
+    """``'3,224,224'`` (or a sequence) -> ``(3, 224, 224)``; anything else is an InputSizeError."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace("x", ",").split(",")]
+        try:
+            nums = [int(p) for p in parts]
+        except ValueError:
+            raise InputSizeError(
+                f"input size {value!r} is not numeric; write it as C,H,W, e.g. 3,224,224.") from None
+    else:
+        try:
+            nums = [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise InputSizeError(
+                f"input size {value!r} is not numeric; give it as (C, H, W), e.g. (3, 224, 224).") from None
+    if len(nums) not in (2, 3):
+        raise InputSizeError(
+            f"input size {value!r} has {len(nums)} values; give C,H,W (or C,L for 1D input).")
+    if any(n <= 0 for n in nums):
+        raise InputSizeError(f"input size {value!r} must be positive numbers, as C,H,W.")
+    return tuple(nums)
+
+
+def resolve(target: nn.Module | str, input_size=None, meta: bool = True):
+    """A model, its display name, its input size and its card, from a module, name or pattern."""
+    from ..models.registry import _REGISTRY, accepts, create_model, model_info
+    from ..pattern import from_pattern, looks_like_pattern
+
+    size = parse_input_size(input_size) if input_size is not None else None
+    if isinstance(target, nn.Module):
+        if size is None:
+            size = getattr(target, "input_size", None)
+            if size is None:
+                raise InputSizeError("give the input size (C, H, W) for a model of your own.")
+        return target, getattr(target, "model_name", type(target).__name__), tuple(size), None
+    if isinstance(target, str) and looks_like_pattern(target) and target not in _REGISTRY:
+        model = from_pattern(target, input_size=size, device="meta" if meta else None)
+        return model, target, tuple(model.input_size), None
+    card = model_info(target)
+    size = size or card.input_size
+    kw = {}
+    if accepts(target, "in_chans"):
+        kw["in_chans"] = size[0]
+    if accepts(target, "img_size") and len(size) == 3:
+        kw["img_size"] = tuple(size[1:])
+    if meta:
+        with torch.device("meta"):
+            model = create_model(target, **kw)
+    else:
+        model = create_model(target, **kw)
+    return model, target, tuple(size), card
+
+
+def summarize_model(model: nn.Module, name: str, size: tuple[int, ...], card=None) -> Summary:
+    trace = run_trace(model, size)
+    if trace.failure is not None:
+        raise trace.failure
+    return _from_trace(model, name, size, card, trace.records, trace.output)
+
+
+def _from_trace(model, name, size, card, records, output) -> Summary:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    bias = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
+    p = next(iter(model.parameters()), None)
+    nbytes = p.element_size() if p is not None else 4
+    input_elems = 1
+    for s in size:
+        input_elems *= s
+    return Summary(
+        model=name, input_size=tuple(size), layers=records, total_params=total,
+        trainable_params=trainable, macs=sum(r.macs for r in records),
+        activations=input_elems + sum(r.activations for r in records),
+        bytes_per_value=nbytes, bias_params=bias, card=card,
+        output_shape=list(output.shape[1:]) if isinstance(output, torch.Tensor) else [])
+
+
+def summary(target: nn.Module | str, input_size=None) -> Summary:
+    """Per-layer output shapes, parameters, mult-adds, memory and receptive field.
+
+    ``target`` is an ``nn.Module`` (any, yours included), a registered model name or a
+    layer pattern. ``input_size`` is ``(C, H, W)`` (or ``'C,H,W'``); a registered model or
+    a pattern with ``INPUT(...)`` has its own default. Runs on meta tensors: no activation
+    memory is allocated, whatever the model's size.
+    """
+    model, name, size, card = resolve(target, input_size)
+    return summarize_model(model, name, size, card)
