@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ShapeError, UnknownLayerError
 from .render import dims, human_bytes
-from .summary import _from_trace, resolve
+from .summary import _from_trace, parse_input_size, resolve
 from .trace import LayerRecord, module_geometry, run_trace
 
 
@@ -71,45 +71,55 @@ class Explanation:
 
 
 def _size_lines(geo: dict, in_shape: list, out_shape: list | None) -> tuple[list[str], list[str]]:
-    """The output-size formula per spatial dimension, and what it drops."""
-    lines, flags = [], []
+    """The output-size formula per spatial dimension, and what it drops or cannot do."""
     spatial = in_shape[1:]
     k, s, d = geo["kernel"], geo["stride"], geo["dilation"]
     pad = geo["padding"]
     if isinstance(pad, str):
         pad = tuple((kk - 1) * dd // 2 for kk, dd in zip(k, d)) if pad == "same" else (0,) * len(k)
     ceil = geo.get("ceil_mode", False)
-    results = []
-    for axis, (size, kk, ss, pp, dd) in enumerate(zip(spatial, k, s, pad, d)):
+    results, per_axis = [], []
+    for size, kk, ss, pp, dd in zip(spatial, k, s, pad, d):
         eff = dd * (kk - 1) + 1
         kt = f"{kk}" if dd == 1 else f"{dd}*({kk}-1)+1"
         num = size - eff + 2 * pp
         exact = num / ss + 1
         val = (math.ceil(num / ss) if ceil else num // ss) + 1
         expr = f"({size} - {kt} + 2*{pp})/{ss} + 1"
+        flags = []
         if size + 2 * pp < eff:
             flags.append(f"the {'x'.join(map(str, k))} kernel is larger than the padded input "
                          f"({size} + 2*{pp} = {size + 2 * pp} < {eff}): this layer cannot run")
             results.append(f"{expr} = {_n(exact)} < 1")
+            per_axis.append(flags)
             continue
-        if num % ss:
+        if num % ss and ceil:
+            flags.append(f"{expr} = {_n(exact)} is not whole: ceil mode rounds up to {val}, "
+                         f"so the last window hangs over the edge")
+        elif num % ss:
             lost = num % ss
-            if ceil:
-                flags.append(f"{expr} = {_n(exact)} is not whole: ceil mode rounds up to {val}, "
-                             f"the last window hangs over the edge")
-            else:
-                flags.append(f"{expr} = {_n(exact)} is not whole: it floors to {val}, and the "
-                             f"last {lost} {'row' if axis == 0 and len(k) > 1 else 'column'}"
-                             f"{'s' if lost > 1 else ''} of the input are never used")
+            flags.append(f"{expr} = {_n(exact)} is not whole: it floors to {val}, so the last "
+                         f"{lost} {{unit}}{'s' if lost > 1 else ''} of the padded input "
+                         f"{'are' if lost > 1 else 'is'} never used")
         if ss > eff:
             flags.append(f"stride {ss} is larger than the kernel {eff}: {ss - eff} of every {ss} "
                          f"input positions are skipped")
         results.append(f"{expr} = {val}")
-    if len(results) == 2 and len(set(results)) == 1 or len(results) == 1:
-        lines.append(results[0])
+        per_axis.append(flags)
+    if len(results) == 1 or len(set(results)) == 1:
+        line = results[0]
+        units = ["row/column"] if len(results) > 1 else ["position"]
+        flag_sets = per_axis[:1]
     else:
-        lines.append("; ".join(f"{ax}: {r}" for ax, r in zip("HWD", results)))
-    return lines, flags
+        line = "; ".join(f"{ax}: {r}" for ax, r in zip("HWD", results))
+        units = ["row", "column", "slice"][:len(results)]
+        flag_sets = per_axis
+    out_flags = []
+    for unit, flags in zip(units, flag_sets):
+        for f in flags:
+            if f not in out_flags:
+                out_flags.append(f.replace("{unit}", unit))
+    return [line], out_flags
 
 
 def _layer_lines(r: LayerRecord, nbytes: int) -> tuple[list[str], list[str]]:
@@ -186,9 +196,19 @@ def _seed_notes(s) -> list[str]:
                          f"{got:,}{extra}.")
         else:
             notes.append(f"{fig.source} says \"{fig.quote}\": agrees with the exact {got:,}.")
-    if card.params is not None and card.input_size == s.input_size:
-        mark = "matches" if card.params == s.total_params else "DIFFERS from"
-        notes.append(f"published parameters {card.params:,} ({card.source}): {mark} the rows.")
+    if card.input_size == tuple(s.input_size):
+        for what, published, got in (("parameters", card.params, s.total_params),
+                                     ("mult-adds", card.macs, s.macs)):
+            if published is None:
+                continue
+            off = (got - published) / published
+            if got == published:
+                verdict = "the rows give exactly that"
+            elif not card.exact and abs(off) <= 0.05:
+                verdict = f"the rows give {got:,}, {off:+.2%} from a figure that is rounded"
+            else:
+                verdict = f"the rows give {got:,}: they DIFFER by {off:+.2%}"
+            notes.append(f"published {what} {published:,} ({card.source}): {verdict}.")
     return notes
 
 
@@ -210,6 +230,21 @@ def _select(records: list[LayerRecord], layers) -> list[int]:
     return sorted(chosen)
 
 
+def _with_explanation(exc: ShapeError, name: str, size: tuple, nbytes: int = 4) -> ShapeError:
+    """Attach the arithmetic up to and including the failing layer to ``exc.explanation``."""
+    items = [LayerExplanation(r, *_layer_lines(r, nbytes)) for r in getattr(exc, "partial", [])]
+    mod = getattr(exc, "failed_module", None)
+    in_shape = getattr(exc, "failed_input", None)
+    geo = module_geometry(mod, len(in_shape) - 1) if mod is not None and in_shape else None
+    if geo and "kernel" in geo:
+        lines, flags = _size_lines(geo, in_shape, None)
+        fake = LayerRecord(exc.failed_name, type(mod).__name__, [], 0, 0, 0, 0, None, None,
+                           in_shape, geo)
+        items.append(LayerExplanation(fake, [f"output:  {lines[0]}"], flags))
+    exc.explanation = Explanation(name, size, items, [], [str(exc)])
+    return exc
+
+
 def explain(target, input_size=None, layer=None) -> Explanation:
     """Explain the arithmetic of each layer (or of the ``layer`` names / globs / 1-based indices).
 
@@ -217,23 +252,16 @@ def explain(target, input_size=None, layer=None) -> Explanation:
     holds the arithmetic up to and including the failing layer.
     """
     layers = [layer] if isinstance(layer, (str, int)) else (layer or [])
-    model, name, size, card = resolve(target, input_size)
+    try:
+        model, name, size, card = resolve(target, input_size)
+    except ShapeError as exc:  # a classifier sized at build time met an impossible geometry
+        raise _with_explanation(exc, str(getattr(target, "model_name", target)),
+                                parse_input_size(input_size) if input_size else ()) from None
     trace = run_trace(model, size)
     p = next(iter(model.parameters()), None)
     nbytes = p.element_size() if p is not None else 4
     if trace.failure is not None:
-        exc = trace.failure
-        items = [LayerExplanation(r, *_layer_lines(r, nbytes)) for r in exc.partial]
-        mod = getattr(exc, "failed_module", None)
-        geo = module_geometry(mod, len(size) - 1) if mod is not None else None
-        in_shape = getattr(exc, "failed_input", None)
-        if geo and "kernel" in geo and in_shape:
-            lines, flags = _size_lines(geo, in_shape, None)
-            fake = LayerRecord(getattr(exc, "failed_name", "?"), type(mod).__name__, [], 0, 0, 0,
-                               0, None, None, in_shape, geo)
-            items.append(LayerExplanation(fake, [f"output:  {lines[0]}"], flags))
-        exc.explanation = Explanation(name, size, items, [], [str(exc)])
-        raise exc
+        raise _with_explanation(trace.failure, name, size, nbytes)
     s = _from_trace(model, name, size, card, trace.records, trace.output)
     items = []
     rf_full = False

@@ -42,14 +42,16 @@ class Summary:
 
     @property
     def receptive_field(self):
-        rfs = [r.receptive_field for r in self.layers if r.receptive_field is not None]
-        return rfs[-1] if rfs else None
+        """The largest receptive field of a convolution or pooling output (the last feature
+        maps); dense layers and global pooling see everything and are left out."""
+        rfs = [r.receptive_field for r in self.layers if r.spatial and r.receptive_field]
+        return max(rfs, key=lambda v: max(v) if isinstance(v, list) else v) if rfs else None
 
     @property
     def depth(self) -> int:
-        """Weight layers (convolutions and fully connected) on the executed path."""
-        return sum(1 for r in self.layers if r.geometry and r.geometry.get("kind") in
-                   ("conv", "linear"))
+        """Weight layers (convolutions, fully connected) on the longest path from the input:
+        16 for VGG-16, 22 for GoogLeNet, 50 for ResNet-50."""
+        return max((r.depth for r in self.layers), default=0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,9 +89,9 @@ def parse_input_size(value: str | Sequence[int]) -> tuple[int, ...]:
         except (TypeError, ValueError):
             raise InputSizeError(
                 f"input size {value!r} is not numeric; give it as (C, H, W), e.g. (3, 224, 224).") from None
-    if len(nums) not in (2, 3):
+    if len(nums) != 3 and (isinstance(value, str) or len(nums) != 2):
         raise InputSizeError(
-            f"input size {value!r} has {len(nums)} values; give C,H,W (or C,L for 1D input).")
+            f"input size {value!r} has {len(nums)} values; give three, C,H,W, e.g. 3,224,224.")
     if any(n <= 0 for n in nums):
         raise InputSizeError(f"input size {value!r} must be positive numbers, as C,H,W.")
     return tuple(nums)

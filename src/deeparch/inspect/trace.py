@@ -35,21 +35,24 @@ class RF:
     rf: tuple[float, ...]
     jump: tuple[float, ...]
     extent: tuple[int, ...]
+    depth: int = 0   # weight layers on the longest path from the input
 
     def conv(self, k, s, d, extent) -> "RF":
         return RF(tuple(r + d_ * (k_ - 1) * j for r, k_, d_, j in zip(self.rf, k, d, self.jump)),
-                  tuple(j * s_ for j, s_ in zip(self.jump, s)), tuple(extent))
+                  tuple(j * s_ for j, s_ in zip(self.jump, s)), tuple(extent), self.depth)
 
     def full(self) -> "RF":
         """Everything the map covers feeds each output (a dense layer, a global pool)."""
         return RF(tuple(r + (e - 1) * j for r, e, j in zip(self.rf, self.extent, self.jump)),
-                  tuple(j * e for j, e in zip(self.jump, self.extent)), (1,) * len(self.rf))
+                  tuple(j * e for j, e in zip(self.jump, self.extent)), (1,) * len(self.rf),
+                  self.depth)
 
     @staticmethod
     def merge(infos: list["RF"]) -> "RF":
         return RF(tuple(max(v) for v in zip(*(i.rf for i in infos))),
                   tuple(max(v) for v in zip(*(i.jump for i in infos))),
-                  tuple(min(v) for v in zip(*(i.extent for i in infos))))
+                  tuple(min(v) for v in zip(*(i.extent for i in infos))),
+                  max(i.depth for i in infos))
 
 
 @dataclass
@@ -68,6 +71,12 @@ class LayerRecord:
     bias_params: int = 0
     shared: bool = False
     functional: bool = False
+    depth: int = 0
+
+    @property
+    def spatial(self) -> bool:
+        """A convolution or pooling (its receptive field is that of a map position)."""
+        return bool(self.geometry) and self.geometry.get("kind") in ("conv", "maxpool", "avgpool")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "output_shape": self.output_shape,
@@ -206,7 +215,7 @@ class Tracer(TorchFunctionMode):
         ratio = tuple(e / s for e, s in zip(src.extent, sp))
         k = tuple(max(1, math.ceil(r)) for r in ratio)
         return RF(tuple(r + (kk - 1) * j for r, kk, j in zip(src.rf, k, src.jump)),
-                  tuple(j * r for j, r in zip(src.jump, ratio)), sp)
+                  tuple(j * r for j, r in zip(src.jump, ratio)), sp, src.depth)
 
     # -- module rows -------------------------------------------------------------------
     def pre_hook(self, module, args):
@@ -256,7 +265,10 @@ class Tracer(TorchFunctionMode):
         if srcs:
             src = srcs[0] if len(srcs) == 1 else RF.merge(srcs)
             for y in outs:
-                self.track(y, self._propagate(src, y, geometry, full))
+                info = self._propagate(src, y, geometry, full)
+                if macs:
+                    info = RF(info.rf, info.jump, info.extent, info.depth + 1)
+                self.track(y, info)
         info = self.info.get(id(outs[0]))
         new = sum(0 if _aliases(y, inputs) else y.numel() for y in outs)
         self.records.append(LayerRecord(
@@ -265,7 +277,8 @@ class Tracer(TorchFunctionMode):
             receptive_field=_collapse(info.rf) if info else None,
             jump=_collapse(info.jump) if info else None,
             input_shape=list(x.shape[1:]) if x is not None else None,
-            geometry=geometry, bias_params=bias, shared=shared, functional=functional))
+            geometry=geometry, bias_params=bias, shared=shared, functional=functional,
+            depth=info.depth if info else 0))
 
     # -- functional rows ---------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -363,10 +376,6 @@ def run_trace(model: nn.Module, input_size: tuple[int, ...]) -> Trace:
         else:
             failure = describe_failure(exc, "", None, tuple(x.shape))
         failure.partial = list(tracer.records)
-        failure.failed_module = tracer.stack[-1][0] if tracer.stack else None
-        failure.failed_name = tracer.names.get(id(failure.failed_module), "")
-        failure.failed_input = (list(tracer.stack[-1][1][0].shape[1:])
-                                if tracer.stack and tracer.stack[-1][1] else None)
     finally:
         h1.remove()
         h2.remove()

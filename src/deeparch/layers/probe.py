@@ -27,7 +27,19 @@ def _dims(shape) -> str:
 
 def describe_failure(exc: Exception, name: str, module: nn.Module | None,
                      input_shape: tuple[int, ...] | None) -> ShapeError:
-    """One sentence for a forward pass that failed inside ``module`` (named ``name``)."""
+    """One sentence for a forward pass that failed inside ``module`` (named ``name``).
+
+    The error keeps ``failed_name``, ``failed_module`` and ``failed_input`` (the input shape
+    without batch) so that ``explain`` can show the arithmetic that does not work.
+    """
+    err = _sentence(exc, name, module, input_shape)
+    err.failed_name, err.failed_module = name, module
+    err.failed_input = list(input_shape[1:]) if input_shape else None
+    err.partial = []
+    return err
+
+
+def _sentence(exc, name, module, input_shape) -> ShapeError:
     kind = type(module).__name__ if module is not None else "operation"
     where = f"layer '{name}' ({kind})" if name else f"the {kind}"
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -87,12 +99,16 @@ _INPLACE = {torch.relu_, T.relu_, F.relu_, T.sigmoid_, T.tanh_, T.add_, T.mul_, 
             F.leaky_relu_}
 _BINARY = {torch.add, torch.mul, torch.sub, torch.div, T.add, T.mul, T.sub, T.div, T.__add__,
            T.__radd__, T.__mul__, T.__rmul__, T.__sub__, T.__rsub__, T.__truediv__}
+_REDUCE = {torch.mean, torch.sum, torch.amax, torch.amin, T.mean, T.sum, T.amax, T.amin}
 _IDENTITY_IN_EVAL = {F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout}
 
 
 def meta_result(func, args, kwargs):
     """The output of ``func`` on meta tensors by a shape rule, or None to run it for real."""
     x = args[0] if args else None
+    if func is torch.cat and isinstance(x, (list, tuple)) and x and all(
+            isinstance(t, torch.Tensor) and t.is_meta for t in x):
+        return _cat_shape(x, args[1] if len(args) > 1 else kwargs.get("dim", 0))
     if not isinstance(x, torch.Tensor) or not x.is_meta:
         return None
     if func in _INPLACE or (func in _SAME and (kwargs.get("inplace") or
@@ -104,12 +120,23 @@ def meta_result(func, args, kwargs):
         return x
     if func in _BINARY and len(args) > 1:
         other = args[1]
-        shape = torch.broadcast_shapes(x.shape, other.shape) if isinstance(
-            other, torch.Tensor) else x.shape
+        shape = _broadcast(x.shape, other.shape) if isinstance(other, torch.Tensor) else x.shape
         return x.new_empty(shape)
     if func is F.linear:
         w = args[1] if len(args) > 1 else kwargs["weight"]
+        if x.shape[-1] != w.shape[1]:
+            rows = x.numel() // max(1, x.shape[-1])
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{x.shape[-1]} "
+                               f"and {w.shape[1]}x{w.shape[0]})")
         return x.new_empty((*x.shape[:-1], w.shape[0]))
+    if func in _REDUCE:
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        dims = range(x.ndim) if dim is None or dim == () else (
+            [dim] if isinstance(dim, int) else list(dim))
+        dims = {d % x.ndim for d in dims}
+        shape = [1 if i in dims else n for i, n in enumerate(x.shape) if keep or i not in dims]
+        return x.new_empty(shape)
     if func in (F.conv1d, F.conv2d):
         return _conv_shape(x, *args[1:], **kwargs)
     if func in (F.max_pool1d, F.max_pool2d) and not kwargs.get("return_indices"):
@@ -143,6 +170,32 @@ def _pool_shape(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fa
             raise RuntimeError(f"Output size is too small: kernel size {kk} for input {size}")
         out.append(n)
     return x.new_empty((*x.shape[:2], *out))
+
+
+def _broadcast(a: tuple, b: tuple) -> tuple:
+    out = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x != y and 1 not in (x, y):
+            raise RuntimeError(f"The size of tensor a ({x}) must match the size of tensor b "
+                               f"({y}) at non-singleton dimension {max(len(a), len(b)) - i}")
+        out.append(max(x, y) if 1 in (x, y) else x)
+    return tuple(reversed(out))
+
+
+def _cat_shape(tensors, dim=0):
+    tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)]
+    first = tensors[0]
+    dim = dim % first.ndim
+    for t in tensors[1:]:
+        if t.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape))
+                                       if i != dim):
+            raise RuntimeError(f"Sizes of tensors must match except in dimension {dim}: "
+                               f"{tuple(first.shape)} and {tuple(t.shape)}")
+    shape = list(first.shape)
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return first.new_empty(shape)
 
 
 def _conv_shape(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
