@@ -1,0 +1,191 @@
+"""The inspector against real forward passes, on the user's own modules too."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import deeparch
+from deeparch.errors import InputSizeError, ShapeError
+from deeparch.inspect import parse_input_size
+
+
+def real_shapes(model, size):
+    """Output shape of every leaf module, from a real forward pass with hooks."""
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(list(o.shape[1:])))
+             for m in model.modules() if not list(m.children())]
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, *size))
+    for h in hooks:
+        h.remove()
+    return shapes, list(out.shape[1:])
+
+
+def small_size(name):
+    card = deeparch.model_info(name)
+    c, h, w = card.input_size
+    for side in (64, h):
+        if side <= h:
+            try:
+                deeparch.summary(name, input_size=(c, side, side))
+                return (c, side, side)
+            except ShapeError:
+                continue
+    return card.input_size
+
+
+@pytest.mark.parametrize("name", deeparch.list_models())
+def test_summary_equals_a_real_forward_pass_for_every_model(name):
+    size = small_size(name)
+    s = deeparch.summary(name, input_size=size)
+    model = deeparch.create_model(name, **({"img_size": size[1:]} if "img_size" in
+                                           deeparch.model_info(name).to_dict()["options"] else {}))
+    shapes, out = real_shapes(model, size)
+    leaf_rows = [r.output_shape for r in s.layers if not r.functional]
+    assert s.output_shape == out
+    # every leaf module call appears, in order, with the shape the real pass produced
+    assert leaf_rows == shapes
+    assert s.total_params == sum(p.numel() for p in model.parameters())
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.shared = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        y = F.relu(self.conv1(x))
+        y = self.conv2(y) + x                      # residual addition
+        z = torch.cat([y, x], dim=1)               # concatenation
+        z = self.shared(self.shared(z))            # a module used twice
+        return torch.flatten(F.adaptive_avg_pool2d(z, 1), 1)
+
+
+def test_users_own_module_with_residual_concat_functional_and_shared_layers():
+    s = deeparch.summary(Residual(), input_size=(8, 16, 16))
+    types = [r.type for r in s.layers]
+    assert types == ["Conv2d", "relu", "Conv2d", "add", "cat", "Conv2d", "Conv2d",
+                     "adaptive_avg_pool2d", "flatten"]
+    shared = [r for r in s.layers if r.name == "shared"]
+    assert [r.params for r in shared] == [272, 0] and shared[1].shared
+    assert s.total_params == 2 * 584 + 272 == sum(r.params for r in s.layers)
+    assert s.macs == 2 * (16 * 16 * 8 * 72) + 2 * (16 * 16 * 16 * 16)
+    assert s.output_shape == [16]
+    add = s.layers[3]
+    assert add.output_shape == [8, 16, 16] and add.receptive_field == 5
+    # receptive field through the branch: conv3 -> conv3 = 5; the cat keeps the larger one
+    assert s.layers[4].receptive_field == 5
+    assert s.layers[-2].receptive_field == 5 + 15 * 1
+
+
+def test_receptive_field_and_jump_of_vgg16():
+    s = deeparch.summary("vgg16")
+    pools = [r for r in s.layers if r.type == "MaxPool2d"]
+    assert [(r.receptive_field, r.jump) for r in pools] == [
+        (6, 2), (16, 4), (44, 8), (100, 16), (212, 32)]
+
+
+def test_activation_memory_counts_new_tensors_only():
+    inplace = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Flatten())
+    copy = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten())
+    a = deeparch.summary(inplace, input_size=(1, 5, 5))
+    b = deeparch.summary(copy, input_size=(1, 5, 5))
+    assert [r.activations for r in a.layers] == [36, 0, 0]
+    assert [r.activations for r in b.layers] == [36, 36, 0]
+    assert a.activations == 25 + 36 and a.activation_bytes == 4 * 61
+
+
+def test_non_trainable_parameters_and_buffers():
+    m = deeparch.create_model("lenet5")
+    for p in m.features.parameters():
+        p.requires_grad_(False)
+    s = deeparch.summary(m, input_size=(1, 32, 32))
+    assert s.trainable_params == 10_164 + 850
+    assert s.non_trainable_params == 156 + 2_416 + 48_120
+
+
+def test_summary_does_not_touch_real_weights_or_mode():
+    m = deeparch.create_model("fashion_cnn").train()
+    before = m.head.dense1.weight.clone()
+    deeparch.summary(m, input_size=(1, 28, 28))
+    assert m.training and torch.equal(before, m.head.dense1.weight)
+
+
+def test_json_follows_the_design_schema():
+    d = json.loads(deeparch.summary("vgg16").render("json"))
+    assert {k: d[k] for k in ("model", "input_size", "total_params", "trainable_params", "macs",
+                              "activations")} == {
+        "model": "vgg16", "input_size": [3, 224, 224], "total_params": 138_357_544,
+        "trainable_params": 138_357_544, "macs": 15_470_264_320, "activations": 15_237_608}
+    assert d["layers"][0] == {"name": "features.block1.conv1", "type": "Conv2d",
+                              "output_shape": [64, 224, 224], "params": 1792,
+                              "macs": 86_704_128, "activations": 3_211_264,
+                              "receptive_field": 3, "jump": 1}
+
+
+def test_renderers():
+    s = deeparch.summary("lenet5")
+    table = s.render("table")
+    assert "Total params: 61,706" in table and "c1" in table
+    md = s.render("markdown")
+    assert md.count("\n|") >= len(s.layers) and "| `features.c1` |" in md
+    assert "(None, 28, 28, 6)" in s.render("keras")
+    with pytest.raises(deeparch.DeeparchError):
+        s.render("yaml")
+
+
+@pytest.mark.parametrize("bad", ["3,224", "3,a,224", "0,224,224", "3,224,224,1", "", "-3,2,2"])
+def test_bad_input_sizes(bad):
+    with pytest.raises(InputSizeError):
+        parse_input_size(bad)
+
+
+def test_impossible_geometry_names_the_layer():
+    with pytest.raises(ShapeError, match=r"features.conv1.*11x11 kernel.*8x8"):
+        deeparch.summary("alexnet", input_size=(3, 8, 8))
+    with pytest.raises(ShapeError, match="expects 25088 input features but receives 512"):
+        m = deeparch.create_model("vgg11")
+        deeparch.summary(m, input_size=(3, 32, 32))
+
+
+# -- generated patterns against real forward passes -------------------------------------
+@st.composite
+def patterns(draw):
+    size = draw(st.integers(8, 40))
+    chans = draw(st.sampled_from([1, 3]))
+    parts, cur = [f"INPUT({size}x{size}x{chans})"], size
+    for _ in range(draw(st.integers(1, 3))):
+        k = draw(st.sampled_from([1, 3, 5]))
+        s = draw(st.sampled_from([1, 2]))
+        pad = draw(st.sampled_from(["same", "valid", "1"]))
+        p = {"same": (k - 1) // 2, "valid": 0, "1": 1}[pad]
+        if cur + 2 * p < k:
+            break
+        n = draw(st.integers(1, 8))
+        opts = f"(s={s},p={pad})" if (s, pad) != (1, "same") else ""
+        parts.append(f"CONV{k}-{n}{opts}")
+        cur = (cur + 2 * p - k) // s + 1
+        parts.append(draw(st.sampled_from(["RELU", "BN", "TANH", "DROPOUT0.1"])))
+        if cur >= 2 and draw(st.booleans()):
+            parts.append("POOL2")
+            cur //= 2
+    parts.append(draw(st.sampled_from(["FC-7", "GAP -> FC-5", "FLATTEN -> FC-3 -> SOFTMAX"])))
+    return " -> ".join(parts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(patterns())
+def test_summary_of_generated_patterns_equals_a_real_forward(spec):
+    model = deeparch.from_pattern(spec)
+    s = deeparch.summary(spec)
+    shapes, out = real_shapes(model, model.input_size)
+    assert [r.output_shape for r in s.layers] == shapes
+    assert s.output_shape == out
+    assert s.total_params == sum(p.numel() for p in model.parameters())
