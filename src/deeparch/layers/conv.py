@@ -61,15 +61,19 @@ def resolve_padding(padding: Padding, kernel_size, stride=1, dilation=1, n: int 
     return _tuple(padding, n)
 
 
+def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    if in_channels % groups or out_channels % groups:
+        raise ModelOptionError(
+            f"groups={groups} must divide both in_channels={in_channels} and "
+            f"out_channels={out_channels}.")
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` that also accepts ``padding='same'`` with a stride (symmetric when possible)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1,
                  padding: Padding = 0, dilation=1, groups: int = 1, bias: bool = True):
-        if in_channels % groups or out_channels % groups:
-            raise ModelOptionError(
-                f"groups={groups} must divide both in_channels={in_channels} and "
-                f"out_channels={out_channels}.")
+        _check_groups(in_channels, out_channels, groups)
         super().__init__(in_channels, out_channels, kernel_size, stride,
                          resolve_padding(padding, kernel_size, stride, dilation, 2),
                          dilation, groups, bias)
@@ -80,10 +84,7 @@ class Conv1d(nn.Conv1d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1,
                  padding: Padding = 0, dilation=1, groups: int = 1, bias: bool = True):
-        if in_channels % groups or out_channels % groups:
-            raise ModelOptionError(
-                f"groups={groups} must divide both in_channels={in_channels} and "
-                f"out_channels={out_channels}.")
+        _check_groups(in_channels, out_channels, groups)
         super().__init__(in_channels, out_channels, kernel_size, stride,
                          resolve_padding(padding, kernel_size, stride, dilation, 1),
                          dilation, groups, bias)
