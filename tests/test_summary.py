@@ -189,3 +189,25 @@ def test_summary_of_generated_patterns_equals_a_real_forward(spec):
     assert [r.output_shape for r in s.layers] == shapes
     assert s.output_shape == out
     assert s.total_params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("size", [(1, 28, 28), (3, 32, 32)])
+def test_every_model_takes_small_inputs_or_says_why_not(size):
+    """FashionMNIST and CIFAR sizes: either the model runs, or a ShapeError names the layer
+    and the smallest input the model accepts."""
+    for name in deeparch.list_models():
+        try:
+            s = deeparch.summary(name, input_size=size)
+        except ShapeError as exc:
+            assert "layer '" in str(exc) and "accepts square inputs from" in str(exc), name
+        else:
+            assert s.input_size == size
+
+
+def test_smallest_input_is_the_boundary():
+    from deeparch.inspect.summary import smallest_input
+    side = smallest_input("vgg16")
+    assert side == 32
+    deeparch.summary("vgg16", input_size=(3, side, side))
+    with pytest.raises(ShapeError):
+        deeparch.summary("vgg16", input_size=(3, side - 1, side - 1))

@@ -151,6 +151,32 @@ def _from_trace(model, name, size, card, records, output) -> Summary:
         output_shape=list(output.shape[1:]) if isinstance(output, torch.Tensor) else [])
 
 
+def smallest_input(name: str, channels: int | None = None) -> int | None:
+    """The smallest square input side that registered model ``name`` accepts (None if none
+    up to its default size). Found by bisection: tracing on meta tensors costs milliseconds."""
+    from ..models.registry import model_info
+    c, h, _ = model_info(name).input_size
+    c = channels or c
+
+    def ok(side: int) -> bool:
+        try:
+            model, _, size, card = resolve(name, (c, side, side))
+            return run_trace(model, size).failure is None
+        except ShapeError:
+            return False
+
+    if not ok(h):
+        return None
+    lo, hi = 1, h          # invariant: hi works
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
 def summary(target: nn.Module | str, input_size=None) -> Summary:
     """Per-layer output shapes, parameters, mult-adds, memory and receptive field.
 
@@ -159,5 +185,17 @@ def summary(target: nn.Module | str, input_size=None) -> Summary:
     a pattern with ``INPUT(...)`` has its own default. Runs on meta tensors: no activation
     memory is allocated, whatever the model's size.
     """
-    model, name, size, card = resolve(target, input_size)
-    return summarize_model(model, name, size, card)
+    try:
+        model, name, size, card = resolve(target, input_size)
+        return summarize_model(model, name, size, card)
+    except ShapeError as exc:
+        if not isinstance(target, str) or input_size is None or exc.args[0].endswith(")."):
+            raise
+        from ..models.registry import _REGISTRY
+        if target not in _REGISTRY:
+            raise
+        side = smallest_input(target, parse_input_size(input_size)[0])
+        if side is None:
+            raise
+        raise ShapeError(f"{exc.args[0].rstrip('.')} ({target} accepts square inputs from "
+                         f"{side}x{side} up).") from None
