@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
@@ -116,6 +118,162 @@ def cmd_compare(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- training
+
+_TRAIN_FIELDS = {
+    # argparse dest -> TrainConfig field
+    "epochs": "epochs", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr",
+    "momentum": "momentum", "nesterov": "nesterov", "weight_decay": "weight_decay",
+    "schedule": "schedule", "step_size": "step_size", "gamma": "gamma",
+    "plateau_patience": "plateau_patience", "min_lr": "min_lr", "warmup": "warmup_epochs",
+    "label_smoothing": "label_smoothing", "early_stopping": "early_stopping",
+    "grad_clip": "grad_clip", "aux_weight": "aux_weight", "seed": "seed", "device": "device",
+    "precision": "precision", "augment": "augment", "val_split": "val_split",
+    "subset": "subset", "tensorboard": "tensorboard", "restore_best": "restore_best",
+    "threads": "threads",
+}
+
+
+def _train_changes(args) -> dict[str, Any]:
+    changes = {}
+    if args.recipe:
+        from .train.config import RECIPES
+        if args.recipe not in RECIPES:
+            from .errors import TrainingError
+            raise TrainingError(f"unknown recipe {args.recipe!r}; recipes are "
+                                f"{', '.join(RECIPES)}.")
+        changes.update(RECIPES[args.recipe])
+    for dest, fld in _TRAIN_FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            changes[fld] = value
+    return changes
+
+
+def _image_size(text: str | None):
+    if text is None:
+        return None
+    from .errors import DataError
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        sizes = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise DataError(f"--image-size must be N or HxW (e.g. 32 or 28x28), got {text!r}.")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def cmd_train(args) -> int:
+    from .errors import TrainingError
+    progress = False if args.no_progress else None
+    from .train import distributed
+    if args.resume:
+        if args.model or args.data:
+            raise TrainingError("--resume DIR continues the run saved in DIR; leave out the "
+                                "model and --data (they are in DIR/config.json).")
+        from .train.run import resume
+        try:
+            resume(args.resume, epochs=args.epochs, progress=progress)
+        except KeyboardInterrupt:
+            print(f"deeparch: continue with: deeparch train --resume {args.resume}",
+                  file=sys.stderr)
+            raise
+        finally:
+            distributed.cleanup()
+        return 0
+    if not args.model or not args.data:
+        raise TrainingError("deeparch train needs a MODEL (or a pattern) and --data NAME|PATH, "
+                            "or --resume DIR.")
+    changes = _train_changes(args)
+    if args.overfit:
+        return _overfit(args, changes)
+    if not args.out:
+        raise TrainingError("deeparch train needs --out DIR, the folder for the run's files.")
+    from .train.run import train
+    try:
+        train(args.model, args.data, args.out, args.data_dir, force=args.force,
+              model_options=_options(args.option), image_size=_image_size(args.image_size),
+              download=args.download, progress=progress, **changes)
+    except KeyboardInterrupt:
+        if (Path(args.out) / "checkpoints" / "last.safetensors").is_file():
+            print(f"deeparch: continue with: deeparch train --resume {args.out}",
+                  file=sys.stderr)
+        raise
+    finally:
+        distributed.cleanup()
+    return 0
+
+
+def _overfit(args, changes: dict[str, Any]) -> int:
+    from .train.config import make_config
+    from .train.run import build_model, load_data
+    from .train.trainer import overfit_check
+    cfg = make_config(**changes)
+    train, _, _ = load_data(args.data, args.data_dir, args.download)
+    c, h, w = train.input_size
+    size = _image_size(args.image_size)
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+    model, input_size, note = build_model(args.model, train.num_classes, (c, h, w),
+                                          _options(args.option), seed=cfg.seed)
+    if note:
+        print(note)
+    if tuple(train.images.shape[2:]) != tuple(input_size[1:]):
+        import dataclasses
+        from .data import resize_images
+        train = dataclasses.replace(train, images=resize_images(train.images, input_size[1:]))
+    steps = args.overfit_steps
+    report = overfit_check(model, train, n=args.overfit, steps=steps, lr=cfg.lr,
+                           optimizer=cfg.optimizer, seed=cfg.seed, device=cfg.device)
+    print(report.message())
+    return 0 if report.passed else 1
+
+
+def cmd_evaluate(args) -> int:
+    from .train.run import evaluate
+    m = evaluate(args.runs, crops=args.crops, crop_size=args.crop_size, which=args.weights,
+                 device=args.device)
+    if args.format == "json":
+        print(json.dumps(m, indent=2))
+        return 0
+    what = args.runs[0] if len(args.runs) == 1 else f"ensemble of {len(args.runs)} runs"
+    print(f"{what}: {m['n']} test images, {m['crops']} crops, {m['weights']} weights")
+    print(f"  loss      {m['loss']:.4f}")
+    print(f"  accuracy  {m['accuracy']:.2%}")
+    print(f"  top-{m['top5_k']}     {m['top5']:.2%}")
+    classes = m.get("classes") or [str(i) for i in range(len(m["per_class_accuracy"]))]
+    width = max(len(c) for c in classes)
+    print("  per class:")
+    for c, a in zip(classes, m["per_class_accuracy"]):
+        print(f"    {c:<{width}}  {'-' if a is None else f'{a:.2%}'}")
+    return 0
+
+
+def cmd_augment(args) -> int:
+    from .data import load_dataset, subset
+    from .data.augment import augment_from_spec, pre_augment
+    from .errors import DataError
+    if not args.preview and not args.save:
+        raise DataError("deeparch augment needs --preview PNG (a picture of the augmentation) "
+                        "and/or --expand N --save FILE.npz (pre-augmentation).")
+    aug = augment_from_spec(args.augment, seed=args.seed)
+    ds = load_dataset(args.data, args.split, root=args.data_dir)
+    if args.preview:
+        from .viz.grid import preview
+        picked = subset(ds, min(args.n, len(ds)), seed=args.seed)
+        path = preview(aug, picked.images, args.preview, n=args.n, samples=args.samples,
+                       seed=args.seed)
+        print(f"preview: {path}")
+    if args.save:
+        if args.expand is None:
+            raise DataError("--save needs --expand N, the number of copies (1 = the originals).")
+        images, labels = pre_augment(ds.images, ds.labels, aug, args.expand, seed=args.seed,
+                                     path=args.save)
+        print(f"pre-augmented {len(ds)} -> {len(images)} images: {args.save}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deeparch",
@@ -168,6 +326,111 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", metavar="PNG", help="write the complexity chart to this PNG file")
     c.add_argument("--format", choices=("table", "json"), default="table")
     c.set_defaults(func=cmd_compare)
+
+    t = sub.add_parser(
+        "train", help="train a model on a data set; writes curves, metrics and checkpoints",
+        description="Train a registered model or a layer pattern on a data set. Writes "
+                    "OUT/config.json, history.json, log.csv, metrics.json, "
+                    "model.safetensors, curves.png, confusion.png and checkpoints/.",
+        epilog="examples:\n"
+               "  deeparch train lenet5 --data digits --epochs 30 --out runs/lenet5-digits\n"
+               "  deeparch train fashion_cnn --data fashion_mnist --recipe fashion_keras "
+               "--out runs/fashion\n"
+               "  deeparch train lenet5 --data digits --overfit 50\n"
+               "  deeparch train --resume runs/lenet5-digits\n"
+               "  torchrun --nproc_per_node 2 -m deeparch train lenet5 --data digits "
+               "--out runs/ddp",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("model", nargs="?", metavar="MODEL|PATTERN",
+                   help="a registered model name or a layer pattern in quotes")
+    t.add_argument("--data", metavar="NAME|PATH",
+                   help="digits, mnist, fashion_mnist, cifar10, cifar100, or a file/folder")
+    t.add_argument("--data-dir", metavar="DIR", help="where named data sets live")
+    t.add_argument("--download", action="store_true", help="fetch a missing named data set")
+    t.add_argument("--out", metavar="DIR", help="the run folder to write")
+    t.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    t.add_argument("--force", action="store_true",
+                   help="write into a non-empty --out (a previous run's files are removed)")
+    t.add_argument("--recipe", metavar="NAME",
+                   help="start from a named recipe: fashion_keras, alexnet, resnet")
+    t.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
+                   help="a model knob, e.g. -o alpha=0.5 (repeatable)")
+    t.add_argument("--image-size", metavar="N|HxW", help="resize the images first")
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="the global batch (default 64)")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    g.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--schedule", choices=("none", "step", "plateau", "cosine", "onecycle"))
+    g.add_argument("--step-size", type=int, help="'step': epochs between decays")
+    g.add_argument("--gamma", type=float, help="'step'/'plateau' decay factor (default 0.1)")
+    g.add_argument("--plateau-patience", type=int,
+                   help="'plateau': epochs without improvement before lr x gamma (default 3)")
+    g.add_argument("--min-lr", type=float)
+    g.add_argument("--warmup", type=float, metavar="EPOCHS", help="linear warm-up epochs")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                   help="stop after this many epochs without improvement")
+    g.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm")
+    g.add_argument("--aux-weight", type=float, help="weight of auxiliary classifiers (0.3)")
+    g.add_argument("--last-weights", dest="restore_best", action="store_false", default=None,
+                   help="keep the last epoch's weights instead of the best validation epoch's")
+    d = t.add_argument_group("data")
+    d.add_argument("--augment", metavar="SPEC",
+                   help="online augmentation, e.g. 'rotation=8,shift=0.08,zoom=0.08' or slides")
+    d.add_argument("--val-split", type=float, help="validation fraction (default 0.2; 0: none)")
+    d.add_argument("--subset", type=int, metavar="N",
+                   help="train on N samples (stratified); test on at most N")
+    d.add_argument("--seed", type=int, help="one seed for split, init, order (default 13)")
+    h = t.add_argument_group("hardware and logging")
+    h.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    h.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: mixed precision on CUDA, fp32 on CPU")
+    h.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads while training (default: PyTorch's choice)")
+    h.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write TensorBoard logs to OUT/tensorboard")
+    h.add_argument("--no-progress", action="store_true", help="no progress bar")
+    h.add_argument("--overfit", type=int, metavar="N",
+                   help="only check that the model can overfit N samples (no run folder)")
+    h.add_argument("--overfit-steps", type=int, default=300, metavar="S",
+                   help="full-batch steps for --overfit (default 300)")
+    t.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run on its test split",
+                        description="Re-evaluate run folders on their test split: loss, "
+                                    "top-1, top-5, per-class accuracy; several folders are "
+                                    "an ensemble (softmax averaged).")
+    ev.add_argument("runs", nargs="+", metavar="DIR")
+    ev.add_argument("--crops", choices=("none", "flip", "center", "5crop", "10crop", "multi"),
+                    default="none", help="test-time views (5crop: 4 corners + centre; 10crop: "
+                                         "those and their mirrors; multi: 10crop at 2 scales "
+                                         "+ the image and its mirror)")
+    ev.add_argument("--crop-size", type=int, help="crop side in pixels (default 87.5%%)")
+    ev.add_argument("--weights", choices=("model", "best", "last"), default="model")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--format", choices=("text", "json"), default="text")
+    ev.set_defaults(func=cmd_evaluate)
+
+    a = sub.add_parser("augment", help="preview augmentation, or pre-augment a data set",
+                       description="Show what an augmentation does (a PNG grid: originals and "
+                                   "augmented copies), or expand a data set N times once and "
+                                   "save it (.npz).")
+    a.add_argument("--data", required=True, metavar="NAME|PATH")
+    a.add_argument("--data-dir", metavar="DIR")
+    a.add_argument("--split", choices=("train", "test"), default="train")
+    a.add_argument("--augment", required=True, metavar="SPEC",
+                   help="e.g. 'rotation=8,shift=0.08,shear=0.3,zoom=0.08' or slides")
+    a.add_argument("--preview", metavar="PNG", help="write a preview grid here")
+    a.add_argument("--n", type=int, default=8, help="images in the preview (default 8)")
+    a.add_argument("--samples", type=int, default=7, help="augmented copies of each (7)")
+    a.add_argument("--expand", type=int, metavar="N", help="pre-augment: N copies per image")
+    a.add_argument("--save", metavar="FILE.npz", help="where to save the expanded data set")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=cmd_augment)
     return p
 
 
@@ -182,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deeparch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `deeparch summary vgg16 | head`: the reader left, nothing to say
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,381 @@
+"""Fast input pipeline and numerically-equivalent training speedups.
+
+The contract (other modules of ``deeparch.train`` build on it):
+
+* :class:`BatchStream` - batches of an in-memory uint8 data set, shuffled by a permutation
+  that depends only on ``(seed, epoch)``, normalised on the batch;
+* :func:`prepare_for_training` - speedups that do not change the arithmetic;
+* :func:`select_device`, :func:`bf16_supported`, :func:`autocast` - device and precision.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import subprocess
+import sys
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..layers.fast import (conv2d_gemm, conv_gemm_applies, conv_relu_pool_dropout, dropout_fast,
+                           max_pool2d_cl, pool_cl_applies)
+
+__all__ = ["BatchStream", "prepare_for_training", "select_device", "bf16_supported",
+           "autocast", "epoch_generator", "unprepare"]
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A 63-bit seed that depends only on (seed, epoch, stream), well mixed."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch), int(stream)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0,
+                    device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch generator seeded from ``(seed, epoch, stream)`` only."""
+    g = torch.Generator(device=device)
+    g.manual_seed(_epoch_seed(seed, epoch, stream))
+    return g
+
+
+class BatchStream:
+    """Mini-batches of an in-memory uint8 image tensor, normalised on the batch.
+
+    ``images_uint8`` is N x C x H x W uint8, ``labels`` N integers. Each epoch draws one
+    permutation from a generator seeded by ``(seed, epoch)`` only (call :meth:`set_epoch`),
+    so a resumed run sees exactly the batches an uninterrupted one would.
+
+    Batches: ``x`` float32 ``(pixel / 255 - mean) / std`` per channel (``mean``/``std`` in
+    [0, 1] pixel units, one value or one per channel), ``y`` int64, both on ``device``.
+
+    ``augment(batch, generator) -> batch`` (e.g. :class:`deeparch.data.augment.Augment`)
+    is applied to every batch as float32 in raw pixel units [0, 255] *before*
+    normalisation, so a constant fill of 0 means a black pixel as in Keras'
+    ImageDataGenerator (which augments the raw data). Its generator is seeded from
+    ``(seed, epoch, rank)``, on ``device``.
+
+    Distributed: ``batch_size`` is per process. The global batch of ``batch_size *
+    world_size`` samples follows the order one process with that batch size would use;
+    rank ``r`` gets the ``r``-th contiguous slice of it. A last, partial global batch is
+    split as evenly as possible (``torch.tensor_split``); if it holds fewer samples than
+    ``world_size`` it is dropped on every rank, so all ranks take the same number of steps.
+    """
+
+    def __init__(self, images_uint8: Tensor, labels: Tensor, batch_size: int, *,
+                 shuffle: bool = True, seed: int = 0, mean: Sequence[float] | float = (0.0,),
+                 std: Sequence[float] | float = (1.0,),
+                 augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+                 device: str | torch.device = "cpu", drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        images = torch.as_tensor(images_uint8)
+        labels = torch.as_tensor(labels)
+        if images.dim() != 4:
+            raise ValueError(f"BatchStream expects images N x C x H x W, got shape "
+                             f"{tuple(images.shape)}.")
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}.")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size}).")
+        self.device = torch.device(device)
+        c = images.shape[1]
+        mean_t = _per_channel(mean, c, "mean")
+        std_t = _per_channel(std, c, "std")
+        if bool((std_t <= 0).any()):
+            raise ValueError(f"std must be > 0, got {tuple(std_t.tolist())}.")
+        self.images = images.contiguous().to(self.device)
+        self.labels = labels.to(torch.int64).to(self.device)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.mean = tuple(mean_t.tolist())
+        self.std = tuple(std_t.tolist())
+        self.augment = augment
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        # x / 255 - mean) / std == x * scale + shift: one multiply-add on the batch
+        self._scale = (1.0 / (255.0 * std_t)).view(1, c, 1, 1).to(self.device)
+        self._shift = (-mean_t / std_t).view(1, c, 1, 1).to(self.device)
+
+    # ----------------------------------------------------------------- epochs
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n, gb = len(self.labels), self.batch_size * self.world_size
+        full, rest = divmod(n, gb)
+        return full + (1 if rest and not self.drop_last and rest >= self.world_size else 0)
+
+    def permutation(self, epoch: int | None = None) -> Tensor:
+        """The order of all samples in ``epoch`` (CPU int64)."""
+        e = self.epoch if epoch is None else epoch
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(n)
+        return torch.randperm(n, generator=epoch_generator(self.seed, e))
+
+    def batch_indices(self, epoch: int | None = None) -> Iterator[Tensor]:
+        """This rank's sample indices of every batch of ``epoch``."""
+        perm = self.permutation(epoch)
+        gb = self.batch_size * self.world_size
+        for k in range(len(self)):
+            glob = perm[k * gb:(k + 1) * gb]
+            if self.world_size == 1:
+                yield glob
+            else:
+                yield torch.tensor_split(glob, self.world_size)[self.rank]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = None
+        if self.augment is not None:
+            gen = epoch_generator(self.seed, self.epoch, 1 + self.rank, self.device)
+        for idx in self.batch_indices():
+            idx = idx.to(self.device)
+            x = self.images.index_select(0, idx).to(torch.float32)
+            if self.augment is not None:
+                x = self.augment(x, gen)
+            x = x.mul_(self._scale).add_(self._shift)
+            yield x, self.labels.index_select(0, idx)
+
+
+def _per_channel(v: Sequence[float] | float, c: int, what: str) -> Tensor:
+    t = torch.as_tensor(v, dtype=torch.float32).flatten()
+    if t.numel() == 1:
+        t = t.expand(c).clone()
+    if t.numel() != c:
+        raise ValueError(f"{what} has {t.numel()} values but the images have {c} channels.")
+    return t
+
+
+# ---------------------------------------------------------------------- the model
+class _FastForward:
+    """A module's replacement ``forward`` (an instance attribute, so the module keeps its
+    class, hooks, name and parameters). Falls back to the class's own forward for inputs
+    the fast kernel does not cover (meta tensors for summaries, other devices, dtypes)."""
+
+    def __init__(self, module: nn.Module, kind: str):
+        self.module = module
+        self.kind = kind
+
+    def __call__(self, x, *args, **kwargs):
+        m = self.module
+        if args or kwargs or not _fast_input(x, any_dim=self.kind == "dropout"):
+            return type(m).forward(m, x, *args, **kwargs)
+        if self.kind == "conv":
+            return conv2d_gemm(x, m.weight, m.bias, m.stride, m.padding, m.dilation)
+        if self.kind == "pool":
+            return max_pool2d_cl(x, m.kernel_size, m.stride, m.padding, m.dilation,
+                                 m.ceil_mode)
+        if self.kind == "dropout":
+            return dropout_fast(x, m.p, m.training)
+        raise AssertionError(self.kind)
+
+
+def _fast_input(x, any_dim: bool = False) -> bool:
+    return (type(x) is Tensor and x.device.type == "cpu" and x.dtype == torch.float32
+            and (any_dim or x.dim() == 4))
+
+
+def _fast_kind(module: nn.Module, conv: bool, pool: bool, dropout: bool) -> str | None:
+    cls = type(module)
+    # only modules whose forward is the stock one: a subclass that overrides forward
+    # computes something else, and must keep it
+    if conv and isinstance(module, nn.Conv2d) and cls.forward is nn.Conv2d.forward \
+            and conv_gemm_applies(module):
+        return "conv"
+    if pool and isinstance(module, nn.MaxPool2d) and cls.forward is nn.MaxPool2d.forward \
+            and pool_cl_applies(module):
+        return "pool"
+    if dropout and isinstance(module, nn.Dropout) and cls.forward is nn.Dropout.forward \
+            and not module.inplace:
+        return "dropout"
+    return None
+
+
+class _FastSequential:
+    """A ``nn.Sequential``'s replacement forward: runs of Conv2d -> ReLU -> MaxPool2d
+    [-> Dropout] go through :func:`conv_relu_pool_dropout`; everything else, and any run
+    whose modules someone watches with hooks (summaries, activation maps), runs module
+    by module as before."""
+
+    def __init__(self, seq: nn.Sequential, runs: dict[int, tuple[nn.Module, ...]]):
+        self.module = seq
+        self.runs = runs
+
+    def __call__(self, x):
+        seq = self.module
+        if not _fast_input(x) or _global_hooks():
+            return nn.Sequential.forward(seq, x)
+        mods = list(seq._modules.values())
+        i = 0
+        while i < len(mods):
+            run = self.runs.get(i)
+            if run is not None and _fast_input(x) and not any(_hooked(m) for m in run):
+                conv, _relu, pool, *drop = run
+                p = drop[0].p if drop else 0.0
+                training = drop[0].training if drop else False
+                x = conv_relu_pool_dropout(x, conv, pool, p, training)
+                i += len(run)
+            else:
+                x = mods[i](x)
+                i += 1
+        return x
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or getattr(m, "_backward_pre_hooks", None))
+
+
+def _global_hooks() -> bool:
+    mm = nn.modules.module
+    return bool(mm._global_forward_hooks or mm._global_forward_pre_hooks
+                or mm._global_backward_hooks or getattr(mm, "_global_backward_pre_hooks", None))
+
+
+def _fusable_runs(seq: nn.Sequential) -> dict[int, tuple[nn.Module, ...]]:
+    mods = list(seq._modules.values())
+    runs = {}
+    i = 0
+    while i + 2 < len(mods):
+        conv, relu, pool = mods[i:i + 3]
+        if (_fast_kind(conv, True, False, False) == "conv"
+                and type(relu).forward is nn.ReLU.forward and isinstance(relu, nn.ReLU)
+                and _fast_kind(pool, False, True, False) == "pool"):
+            run: tuple[nn.Module, ...] = (conv, relu, pool)
+            if i + 3 < len(mods) and isinstance(mods[i + 3], nn.Dropout) \
+                    and type(mods[i + 3]).forward is nn.Dropout.forward:
+                run += (mods[i + 3],)
+            runs[i] = run
+            i += len(run)
+        else:
+            i += 1
+    return runs
+
+
+def prepare_for_training(model: nn.Module, device: str | torch.device = "cpu", *,
+                         conv: bool = True, pool: bool = True, dropout: bool = True,
+                         fuse: bool = True) -> nn.Module:
+    """Move ``model`` to ``device`` and install faster, equivalent kernels in place.
+
+    On CPU (see :mod:`deeparch.layers.fast` for what each one does and buys):
+
+    * ``conv``: convolutions with at most 27 input taps per output (first layers)
+      run as one im2col matrix product, output channels-last;
+    * ``pool``: ``nn.MaxPool2d`` runs PyTorch's channels-last kernel;
+    * ``dropout``: ``nn.Dropout`` draws a 16-bit-per-element mask;
+    * ``fuse``: inside an ``nn.Sequential``, Conv2d -> ReLU -> MaxPool2d [-> Dropout]
+      runs as conv, pool, then ReLU and dropout as one multiply on the 4x smaller
+      pooled map (exact: ReLU commutes with max pooling). Modules watched by hooks are
+      not fused, so what a hook sees is what the plain model computes.
+
+    Outputs and gradients equal the plain model's up to float summation order (dropout:
+    the same distribution, different random draws). Module classes, names, parameters
+    and ``state_dict`` keys are unchanged; summaries of the model stay right (meta
+    tensors take the plain path). Idempotent; :func:`unprepare` undoes it. On other
+    devices it only moves the model."""
+    device = torch.device(device)
+    model = model.to(device)
+    if device.type != "cpu":
+        return model
+    for module in model.modules():
+        kind = _fast_kind(module, conv, pool, dropout)
+        if kind is not None:
+            module.forward = _FastForward(module, kind)
+        if fuse and isinstance(module, nn.Sequential) \
+                and type(module).forward is nn.Sequential.forward:
+            runs = _fusable_runs(module)
+            if runs:
+                module.forward = _FastSequential(module, runs)
+    return model
+
+
+def unprepare(model: nn.Module) -> nn.Module:
+    """Remove what :func:`prepare_for_training` installed."""
+    for module in model.modules():
+        if isinstance(module.__dict__.get("forward"), (_FastForward, _FastSequential)):
+            del module.forward
+    return model
+
+
+# ---------------------------------------------------------------- device, precision
+def select_device(pref: str | torch.device = "auto") -> torch.device:
+    """``'auto'``: CUDA when available, else CPU; anything else is taken as given."""
+    if isinstance(pref, torch.device):
+        return pref
+    if pref in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(pref)
+
+
+_PROBE = r"""
+import sys, time, torch
+torch.set_num_threads(1)
+dev = torch.device(sys.argv[1])
+a = torch.randn(128, 128, device=dev)
+x = torch.randn(16, 8, 20, 20, device=dev)
+w = torch.randn(16, 8, 3, 3, device=dev)
+ab, xb, wb = a.bfloat16(), x.bfloat16(), w.bfloat16()
+(ab @ ab).float().sum().item()
+torch.nn.functional.conv2d(xb, wb).float().sum().item()
+with torch.autocast(dev.type, dtype=torch.bfloat16):
+    y = torch.nn.functional.conv2d(x.requires_grad_(), w)
+    y.float().sum().backward()
+def t(f):
+    best = float("inf")
+    for _ in range(3):
+        s = time.perf_counter(); f(); best = min(best, time.perf_counter() - s)
+    return best
+r = t(lambda: [torch.nn.functional.conv2d(xb, wb) for _ in range(3)]) / t(
+    lambda: [torch.nn.functional.conv2d(x.detach(), w) for _ in range(3)])
+print("BF16_OK", r)
+"""
+
+_bf16_cache: dict[str, tuple[bool, float]] = {}
+
+
+def _bf16_probe(device: torch.device) -> tuple[bool, float]:
+    key = str(device)
+    if key not in _bf16_cache:
+        ok, ratio = False, float("inf")
+        try:
+            out = subprocess.run([sys.executable, "-c", _PROBE, key], capture_output=True,
+                                 text=True, timeout=120, env=dict(os.environ))
+            for line in out.stdout.splitlines():
+                if out.returncode == 0 and line.startswith("BF16_OK"):
+                    ok, ratio = True, float(line.split()[1])
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+        _bf16_cache[key] = (ok, ratio)
+    return _bf16_cache[key]
+
+
+def bf16_supported(device: str | torch.device = "cpu") -> bool:
+    """Whether bf16 matmul/conv run on ``device`` without crashing (checked once, in a
+    subprocess: some CPUs advertise instructions their bf16 kernels then die on)."""
+    return _bf16_probe(torch.device(device))[0]
+
+
+def autocast(device: str | torch.device, enabled: bool = True):
+    """Mixed precision for the forward pass, where it is safe and pays.
+
+    CUDA: bf16 when the GPU supports it, else fp16 (use a ``GradScaler`` with fp16).
+    CPU: bf16 only if the probe passes and bf16 convolutions are faster than fp32 on this
+    machine; otherwise a no-op context."""
+    device = torch.device(device)
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu":
+        ok, ratio = _bf16_probe(device)
+        if ok and ratio < 0.9:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
