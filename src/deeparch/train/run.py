@@ -55,11 +55,15 @@ class RunResult:
     """The outcome of :func:`train` / :func:`resume`."""
 
     out: Path
-    history: History
-    metrics: dict[str, Any]
-    config: dict[str, Any]
-    model: nn.Module
-    paths: dict[str, Path]
+    history: History = dataclasses.field(repr=False)
+    metrics: dict[str, Any] = dataclasses.field(repr=False)
+    config: dict[str, Any] = dataclasses.field(repr=False)
+    model: nn.Module = dataclasses.field(repr=False)
+    paths: dict[str, Path] = dataclasses.field(repr=False)
+
+    def __repr__(self) -> str:
+        return (f"RunResult(out={str(self.out)!r}, epochs={len(self.history)}, "
+                f"test accuracy={self.accuracy:.2%})")
 
     @property
     def accuracy(self) -> float:
