@@ -1,25 +1,38 @@
-"""Fast CPU kernels for training small CNNs, each equal to the plain layer it replaces.
+"""Fast CPU kernels for training small CNNs, each equal to the plain layers it replaces.
 
 Used by :func:`deeparch.train.speed.prepare_for_training`, which installs them on the
 modules of a model (the modules keep their types, names and parameters). Every function
-here computes what the PyTorch layer computes (up to float summation order), with the
-same gradients; the measured gains are in ``benchmarks/RESULTS.md``.
+here computes what the PyTorch layers compute, up to float summation order, with the
+same gradients (dropout: the same distribution, other random draws).
 
-* :func:`conv2d_gemm` - a convolution with few input taps (``in_channels * kh * kw``
-  small, e.g. the first layer on grey or RGB images) as ONE matrix product over an
-  im2col matrix, written channels-last. oneDNN's direct convolution spends most of its
-  time on layout for one input channel: 1x28x28 -> 32 maps, batch 256, 2 cores: about
-  10x faster forward and 5x faster backward (weight gradient) than ``F.conv2d``.
-* :func:`max_pool2d_cl` - max pooling on channels-last memory. PyTorch's channels-last
-  CPU kernel vectorises over channels; the NCHW one walks a 2x2 window per output and
-  writes an int64 index per output. Same kernel family, same first-maximum tie rule, so
-  outputs and gradients are identical. 32x26x26 maps, batch 256: forward+backward about
-  4x faster, even counting a layout conversion of an NCHW input.
-* :func:`dropout_fast` - dropout whose mask comes from 16 random bits per element
-  (one ``int64.random_`` draw serves four elements) instead of one ``bernoulli_`` float
-  draw per element: the mask costs about 5x less. The keep probability is rounded to a
-  multiple of 1/65536 (an error <= 8e-6) and kept values are scaled by 1/keep of that
-  rounded probability, so the layer stays unbiased.
+What each one removes, measured on this project's 2-core AMD EPYC (AVX2), one thread,
+batch 256 of 1x28x28 (fashion_cnn's first block, 32 maps of 26x26 = 22 MB per batch);
+the whole-step figures are in ``benchmarks/RESULTS.md``:
+
+* :func:`conv2d_gemm` - a convolution of one or two input channels as ONE matrix
+  product over an im2col matrix, written channels-last. ``F.conv2d`` (oneDNN) spent
+  40-50 ms on the forward pass of 1->32 3x3, the GEMM 4 ms; forward + weight gradient
+  2x faster. The bias rides in the GEMM as an extra weight column (``addmm`` first
+  broadcast-filled the whole 22 MB output with it), and the weight gradient is
+  ``cols @ grad`` (autograd's own layout for it, ``(grad.t() @ cols.t()).t()``, ran
+  5x slower; a third layout 40x slower).
+* :func:`conv_relu_pool_dropout` - conv -> ReLU -> max-pool -> dropout as one autograd
+  function: the ReLU after the pooling (exact: ReLU commutes with max) on 4x fewer
+  elements, ReLU and dropout as one multiplier, PyTorch's channels-last max-pool kernel
+  (NCHW max-pool forward+backward: 45 ms; channels-last: 12 ms) and the 22 MB conv map
+  never stored whole: made and pooled in 8 MB chunks, its gradient rebuilt chunk by
+  chunk for the weight-gradient GEMM. (Chunks looked like a 1.4x gain until the real
+  cause showed: page faults on the freshly allocated map every step, which
+  :func:`deeparch.train.speed.retain_freed_memory` removes; after that, chunks of
+  2-8 MB gain 3-5% over one piece, and fewer chunks mean fewer thread barriers.)
+* :func:`dropout_fast` - a dropout mask from 16 random bits per element (one full
+  64-bit ``random_`` draw serves four elements) instead of one ``bernoulli_`` float draw
+  per element: 3.5 ms instead of 13-16 ms for 1.4 M elements. P(keep) is rounded to a
+  multiple of 1/65536 (error <= 8e-6) and kept values are scaled by 1 / that rounded
+  probability, so the layer stays unbiased.
+* :func:`max_pool2d_cl` - for a channels-last input, hands the channels-last backward
+  kernel a channels-last gradient (an NCHW one, as a following Flatten returns, made it
+  2-3x slower).
 """
 from __future__ import annotations
 
@@ -27,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["conv2d_gemm", "conv_gemm_applies", "conv_relu_pool_dropout", "max_pool2d_cl",
-           "pool_args", "pool_cl_applies",
+__all__ = ["conv2d_gemm", "conv_gemm_applies", "conv_relu_pool_dropout", "linear_on_cl",
+           "max_pool2d_cl", "pool_args", "pool_cl_applies",
            "dropout_fast", "dropout_mask"]
 
 
@@ -158,7 +171,7 @@ def dropout_mask(shape, p: float, device=None, generator: torch.Generator | None
     numel = 1
     for s in shape:
         numel *= int(s)
-    thr = int(round(p * 65536))              # drop iff the 16-bit draw < thr
+    thr = min(65535, int(round(p * 65536)))  # drop iff the 16-bit draw < thr
     keep_prob = (65536 - thr) / 65536
     words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device)
     # full 64-bit draws (the default range would leave the top bit 0): four 16-bit lanes
@@ -202,11 +215,12 @@ def dropout_fast(x: Tensor, p: float, training: bool = True,
 
 
 # ---------------------------------------------------------------- fused block
-CHUNK_BYTES = 2 << 20
+CHUNK_BYTES = 8 << 20            # conv-map bytes per forward chunk (fashion_cnn: 3 chunks)
+BACKWARD_CHUNK_BYTES = 8 << 20   # ... per backward piece
 
 
 class _ConvPoolReluDropout(torch.autograd.Function):
-    """``dropout(relu(max_pool(cols.t() @ w2.t())))``, output NCHW-contiguous.
+    """``dropout(relu(max_pool(cols.t() @ w2.t())))``, output in channels-last memory.
 
     * ReLU is monotone, so ``max_pool(relu(y)) == relu(max_pool(y))`` exactly, and the
       gradients agree too: where the pooled maximum is > 0 both route the gradient to
@@ -214,10 +228,9 @@ class _ConvPoolReluDropout(torch.autograd.Function):
       on the 4x smaller pooled map, and ReLU and dropout become one multiplier (0 or
       1/keep) that serves the forward and the backward pass.
     * The convolution output (22 MB for 32x26x26 maps, batch 256) is never stored: it is
-      computed ``chunk`` samples at a time and pooled while it is still in cache; the
-      backward pass rebuilds each chunk's gradient from the pooling indices and feeds it
-      to the weight-gradient GEMM at once. Without chunks the map made four trips to
-      memory (GEMM write, pool read, the pool backward's zero fill, GEMM read).
+      computed ``chunk`` samples at a time and pooled; the backward pass rebuilds each
+      chunk's gradient from the pooling indices and feeds it to the weight-gradient GEMM
+      at once (only the indices and the 10-row im2col matrix are kept).
     """
 
     @staticmethod
@@ -243,12 +256,13 @@ class _ConvPoolReluDropout(torch.autograd.Function):
         mult = pooled > 0
         if training and p > 0:
             keep, scale = dropout_mask(pooled.permute(0, 2, 3, 1).shape, p, pooled.device)
-            mult = (mult & keep.permute(0, 3, 1, 2)) * scale
+            # (in place, then one cast: bool * float made a slow casting copy first)
+            mult = mult.logical_and_(keep.permute(0, 3, 1, 2)).to(pooled.dtype).mul_(scale)
         else:
             mult = mult.to(pooled.dtype)
-        # multiply in channels-last, then ONE transposing copy to NCHW (so that the usual
-        # Flatten is a view): a product that converts layouts on the fly ran 3x slower
-        out = pooled.mul_(mult).contiguous()
+        # the output stays channels-last: a Flatten after it makes the NCHW order (one
+        # transposing copy), or linear_on_cl skips that by permuting the weight instead
+        out = pooled.mul_(mult)
         ctx.save_for_backward(cols, w2, mult)
         ctx.idx = idx
         ctx.geom, ctx.pool_args, ctx.chunk = geom, pool_args, chunk
@@ -261,22 +275,27 @@ class _ConvPoolReluDropout(torch.autograd.Function):
         n, ho, wo = ctx.geom
         cout, k = w2.shape
         L = ho * wo
-        gp = g.contiguous(memory_format=torch.channels_last).mul_(mult)
+        gp = torch.mul(g.contiguous(memory_format=torch.channels_last), mult)
         need_cols, need_w = ctx.needs_input_grad[:2]
         gw = cols.new_zeros(k, cout) if need_w else None
         gcols = cols.new_empty(k, n * L) if need_cols else None
         chunk = ctx.chunk
-        for i, a in enumerate(range(0, n, chunk)):
-            b = min(n, a + chunk)
-            like = torch.empty((b - a, cout, ho, wo), dtype=g.dtype, device=g.device,
-                               memory_format=torch.channels_last)   # shape only, never read
-            gy = torch.ops.aten.max_pool2d_with_indices_backward(
-                gp[a:b], like, *ctx.pool_args, idx[i])
-            gy2 = gy.permute(0, 2, 3, 1).reshape((b - a) * L, cout)
-            if need_w:
-                gw.addmm_(cols[:, a * L:b * L], gy2)
-            if need_cols:
-                gcols[:, a * L:b * L] = torch.mm(w2.t(), gy2.t())
+        # the conv-map gradient is rebuilt in smaller pieces than the forward's chunks, so
+        # that the pooling backward's zero fill and the GEMM reading it stay in cache
+        sub = max(1, min(chunk, BACKWARD_CHUNK_BYTES // max(1, L * cout * g.element_size())))
+        for i, a0 in enumerate(range(0, n, chunk)):
+            b0 = min(n, a0 + chunk)
+            for a in range(a0, b0, sub):
+                b = min(b0, a + sub)
+                like = torch.empty((b - a, cout, ho, wo), dtype=g.dtype, device=g.device,
+                                   memory_format=torch.channels_last)  # shape only, never read
+                gy = torch.ops.aten.max_pool2d_with_indices_backward(
+                    gp[a:b], like, *ctx.pool_args, idx[i][a - a0:b - a0])
+                gy2 = gy.permute(0, 2, 3, 1).reshape((b - a) * L, cout)
+                if need_w:
+                    gw.addmm_(cols[:, a * L:b * L], gy2)
+                if need_cols:
+                    gcols[:, a * L:b * L] = torch.mm(w2.t(), gy2.t())
         del ctx.idx
         return gcols, (gw.t() if need_w else None), None, None, None, None, None
 
@@ -302,3 +321,22 @@ def conv_relu_pool_dropout(x: Tensor, conv: torch.nn.Conv2d, pool: torch.nn.MaxP
     chunk = max(1, min(n, chunk_bytes // max(1, ho * wo * w2.shape[0] * x.element_size())))
     return _ConvPoolReluDropout.apply(cols, w2, geom, pool_args(pool), float(p),
                                       bool(training), chunk)
+
+
+# ---------------------------------------------------------------- flatten + linear
+def linear_on_cl(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear(x.flatten(1), weight, bias)`` for a channels-last ``x``, without
+    flattening to NCHW order: the input is read in its memory order (a view) and the
+    weight's columns are permuted to match (a 2.8 MB copy for fashion_cnn's dense1,
+    instead of a transposing copy of the 5.5 MB activation forward and its gradient
+    backward). Same products, summed in another order."""
+    n, c, h, w = x.shape
+    xf = x.permute(0, 2, 3, 1).reshape(n, h * w * c)           # a view: x is channels-last
+    wp = weight.view(weight.shape[0], c, h, w).permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+    return F.linear(xf, wp, bias)
+
+
+def is_channels_last_only(x: Tensor) -> bool:
+    """A 4-D tensor laid out channels-last and not also NCHW-contiguous (C > 1)."""
+    return (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))

@@ -4,13 +4,37 @@ The contract (other modules of ``deeparch.train`` build on it):
 
 * :class:`BatchStream` - batches of an in-memory uint8 data set, shuffled by a permutation
   that depends only on ``(seed, epoch)``, normalised on the batch;
-* :func:`prepare_for_training` - speedups that do not change the arithmetic;
+* :func:`prepare_for_training` - faster kernels that compute what the model computes;
 * :func:`select_device`, :func:`bf16_supported`, :func:`autocast` - device and precision.
+
+Measured on fashion_cnn (``benchmarks/bench_train.py``; ``benchmarks/RESULTS.md`` has the
+tables), what the step cost and what removed it:
+
+* a DataLoader over a TensorDataset collates 256 per-sample tensors per batch in Python;
+  BatchStream slices the uint8 tensor with one permutation per epoch and normalises the
+  batch with one multiply-add (``x * 1/(255 std) - mean/std``);
+* reading ``loss.item()`` and the accuracy every step costs little on CPU (no device
+  sync) but the loop keeps them on tensors anyway, read once per epoch, as a GPU needs;
+* Adam(fused=True) runs one kernel over all parameters (0.7 ms a step instead of
+  1.8 ms for the default per-tensor loop): the Trainer's optimiser should use it on CPU;
+* the rest was the first block: max-pool with int64 indices on NCHW, dropout's
+  per-element ``bernoulli_``, a oneDNN convolution slow for one input channel, the
+  22 MB feature map's layout conversions - see :mod:`deeparch.layers.fast` - and page
+  faults: glibc handed every large activation buffer back to the kernel and faulted
+  fresh pages in on the next step (:func:`retain_freed_memory`).
+
+Not used, measured: bf16 (the probe passes on this CPU, but bf16 convolutions run 4x
+slower than fp32, so :func:`autocast` stays off on CPU); ``torch.compile`` of the
+plain model (45 s cold, 2 s from inductor's cache, and the compiled step then ran
+161 ms against 88 ms eager, 2 threads); a second torch thread on a busy 2-core machine
+(while another process holds a core, OpenMP's barriers make every step 2-10x slower
+than one thread, the fused path worst as it has the most parallel regions: choose
+``threads`` to match the free cores).
 """
 from __future__ import annotations
 
 import contextlib
-import math
+import ctypes
 import os
 import subprocess
 import sys
@@ -20,11 +44,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..layers.dense import Dense
 from ..layers.fast import (conv2d_gemm, conv_gemm_applies, conv_relu_pool_dropout, dropout_fast,
-                           max_pool2d_cl, pool_cl_applies)
+                           is_channels_last_only, linear_on_cl, max_pool2d_cl, pool_cl_applies)
 
 __all__ = ["BatchStream", "prepare_for_training", "select_device", "bf16_supported",
-           "autocast", "epoch_generator", "unprepare"]
+           "autocast", "epoch_generator", "unprepare", "retain_freed_memory"]
 
 
 def _epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -56,6 +81,9 @@ class BatchStream:
     normalisation, so a constant fill of 0 means a black pixel as in Keras'
     ImageDataGenerator (which augments the raw data). Its generator is seeded from
     ``(seed, epoch, rank)``, on ``device``.
+
+    The whole uint8 array is moved to ``device`` once (FashionMNIST: 38 MB); batches are
+    gathered there by index, so no per-sample Python runs and no worker processes.
 
     Distributed: ``batch_size`` is per process. The global batch of ``batch_size *
     world_size`` samples follows the order one process with that batch size would use;
@@ -99,7 +127,7 @@ class BatchStream:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        # x / 255 - mean) / std == x * scale + shift: one multiply-add on the batch
+        # (x / 255 - mean) / std == x * scale + shift
         self._scale = (1.0 / (255.0 * std_t)).view(1, c, 1, 1).to(self.device)
         self._shift = (-mean_t / std_t).view(1, c, 1, 1).to(self.device)
 
@@ -140,8 +168,10 @@ class BatchStream:
             x = self.images.index_select(0, idx).to(torch.float32)
             if self.augment is not None:
                 x = self.augment(x, gen)
-            x = x.mul_(self._scale).add_(self._shift)
-            yield x, self.labels.index_select(0, idx)
+                if x.dtype != torch.float32:
+                    x = x.to(torch.float32)
+            # (x / 255 - mean) / std as ONE multiply-add on the batch
+            yield torch.addcmul(self._shift, x, self._scale), self.labels.index_select(0, idx)
 
 
 def _per_channel(v: Sequence[float] | float, c: int, what: str) -> Tensor:
@@ -200,11 +230,12 @@ def _fast_kind(module: nn.Module, conv: bool, pool: bool, dropout: bool) -> str 
 
 class _FastSequential:
     """A ``nn.Sequential``'s replacement forward: runs of Conv2d -> ReLU -> MaxPool2d
-    [-> Dropout] go through :func:`conv_relu_pool_dropout`; everything else, and any run
-    whose modules someone watches with hooks (summaries, activation maps), runs module
-    by module as before."""
+    [-> Dropout] go through :func:`conv_relu_pool_dropout`, and Flatten -> Linear on a
+    channels-last input through :func:`linear_on_cl`; everything else, and any run whose
+    modules someone watches with hooks (summaries, activation maps), runs module by
+    module as before."""
 
-    def __init__(self, seq: nn.Sequential, runs: dict[int, tuple[nn.Module, ...]]):
+    def __init__(self, seq: nn.Sequential, runs: dict[int, tuple[str, tuple[nn.Module, ...]]]):
         self.module = seq
         self.runs = runs
 
@@ -215,16 +246,24 @@ class _FastSequential:
         mods = list(seq._modules.values())
         i = 0
         while i < len(mods):
-            run = self.runs.get(i)
-            if run is not None and _fast_input(x) and not any(_hooked(m) for m in run):
-                conv, _relu, pool, *drop = run
-                p = drop[0].p if drop else 0.0
-                training = drop[0].training if drop else False
-                x = conv_relu_pool_dropout(x, conv, pool, p, training)
-                i += len(run)
-            else:
-                x = mods[i](x)
-                i += 1
+            kind, run = self.runs.get(i, (None, ()))
+            if kind is not None and _fast_input(x) and not any(_hooked(m) for m in run):
+                if kind == "block":
+                    conv, _relu, pool, *drop = run
+                    p = drop[0].p if drop else 0.0
+                    training = drop[0].training if drop else False
+                    x = conv_relu_pool_dropout(x, conv, pool, p, training)
+                    i += len(run)
+                    continue
+                flatten, lin = run
+                if is_channels_last_only(x) and lin.in_features == x[0].numel():
+                    x = linear_on_cl(x, lin.weight, lin.bias)
+                    act = getattr(lin, "_act", None) if isinstance(lin, Dense) else None
+                    x = act(x) if act is not None else x
+                    i += 2
+                    continue
+            x = mods[i](x)
+            i += 1
         return x
 
 
@@ -239,21 +278,26 @@ def _global_hooks() -> bool:
                 or mm._global_backward_hooks or getattr(mm, "_global_backward_pre_hooks", None))
 
 
-def _fusable_runs(seq: nn.Sequential) -> dict[int, tuple[nn.Module, ...]]:
+def _fusable_runs(seq: nn.Sequential) -> dict[int, tuple[str, tuple[nn.Module, ...]]]:
     mods = list(seq._modules.values())
-    runs = {}
+    runs: dict[int, tuple[str, tuple[nn.Module, ...]]] = {}
     i = 0
-    while i + 2 < len(mods):
-        conv, relu, pool = mods[i:i + 3]
-        if (_fast_kind(conv, True, False, False) == "conv"
-                and type(relu).forward is nn.ReLU.forward and isinstance(relu, nn.ReLU)
-                and _fast_kind(pool, False, True, False) == "pool"):
-            run: tuple[nn.Module, ...] = (conv, relu, pool)
+    while i + 1 < len(mods):
+        a, b = mods[i], mods[i + 1]
+        if (i + 2 < len(mods) and _fast_kind(a, True, False, False) == "conv"
+                and type(b).forward is nn.ReLU.forward and isinstance(b, nn.ReLU)
+                and _fast_kind(mods[i + 2], False, True, False) == "pool"):
+            run: tuple[nn.Module, ...] = (a, b, mods[i + 2])
             if i + 3 < len(mods) and isinstance(mods[i + 3], nn.Dropout) \
                     and type(mods[i + 3]).forward is nn.Dropout.forward:
                 run += (mods[i + 3],)
-            runs[i] = run
+            runs[i] = ("block", run)
             i += len(run)
+        elif (type(a) is nn.Flatten and a.start_dim == 1 and a.end_dim == -1
+              and isinstance(b, nn.Linear) and type(b).forward in (nn.Linear.forward,
+                                                                   Dense.forward)):
+            runs[i] = ("flatten_linear", (a, b))
+            i += 2
         else:
             i += 1
     return runs
@@ -261,29 +305,39 @@ def _fusable_runs(seq: nn.Sequential) -> dict[int, tuple[nn.Module, ...]]:
 
 def prepare_for_training(model: nn.Module, device: str | torch.device = "cpu", *,
                          conv: bool = True, pool: bool = True, dropout: bool = True,
-                         fuse: bool = True) -> nn.Module:
+                         fuse: bool = True, retain_memory: bool = True) -> nn.Module:
     """Move ``model`` to ``device`` and install faster, equivalent kernels in place.
 
-    On CPU (see :mod:`deeparch.layers.fast` for what each one does and buys):
+    On CPU (:mod:`deeparch.layers.fast` says what each one does and what it bought):
 
-    * ``conv``: convolutions with at most 27 input taps per output (first layers)
-      run as one im2col matrix product, output channels-last;
-    * ``pool``: ``nn.MaxPool2d`` runs PyTorch's channels-last kernel;
-    * ``dropout``: ``nn.Dropout`` draws a 16-bit-per-element mask;
     * ``fuse``: inside an ``nn.Sequential``, Conv2d -> ReLU -> MaxPool2d [-> Dropout]
-      runs as conv, pool, then ReLU and dropout as one multiply on the 4x smaller
-      pooled map (exact: ReLU commutes with max pooling). Modules watched by hooks are
-      not fused, so what a hook sees is what the plain model computes.
+      with a GEMM-able convolution (below) runs as one autograd function: im2col GEMM,
+      channels-last pooling in chunks, ReLU (exact after the max) and dropout as one
+      multiply on the 4x smaller pooled map, output channels-last; and Flatten ->
+      Linear (or Dense) on a channels-last input reads it in memory order against a
+      column-permuted weight instead of transposing it. Modules watched by hooks are
+      not fused, so what a hook sees is what the plain model computes;
+    * ``conv``: other convolutions with one or two input channels and >= 16 outputs run
+      as one im2col GEMM, output channels-last (2x faster forward+backward; for 3 input
+      channels or few outputs oneDNN is faster and is kept);
+    * ``pool``: ``nn.MaxPool2d`` on a channels-last input gets a channels-last gradient;
+    * ``dropout``: ``nn.Dropout`` draws its mask from 16 random bits per element
+      (about 4x cheaper than ``bernoulli_``);
+    * ``retain_memory``: :func:`retain_freed_memory` (process-wide: glibc keeps freed
+      activation buffers instead of page-faulting fresh ones every step; 10-15%).
 
     Outputs and gradients equal the plain model's up to float summation order (dropout:
-    the same distribution, different random draws). Module classes, names, parameters
-    and ``state_dict`` keys are unchanged; summaries of the model stay right (meta
-    tensors take the plain path). Idempotent; :func:`unprepare` undoes it. On other
-    devices it only moves the model."""
+    the same distribution, other draws of torch's default generator). Module classes,
+    names, parameters and ``state_dict`` keys are unchanged; summaries of the model stay
+    right (meta tensors take the plain path). Works in train and eval mode, under
+    ``no_grad``, with DDP. Idempotent; :func:`unprepare` undoes it. On other devices it
+    only moves the model (cuDNN needs none of this)."""
     device = torch.device(device)
     model = model.to(device)
     if device.type != "cpu":
         return model
+    if retain_memory:
+        retain_freed_memory()
     for module in model.modules():
         kind = _fast_kind(module, conv, pool, dropout)
         if kind is not None:
@@ -302,6 +356,37 @@ def unprepare(model: nn.Module) -> nn.Module:
         if isinstance(module.__dict__.get("forward"), (_FastForward, _FastSequential)):
             del module.forward
     return model
+
+
+_retained = False
+
+
+def retain_freed_memory(max_bytes: int = 1 << 30) -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the
+    kernel (process-wide; Linux/glibc only; returns whether it applied).
+
+    A training step frees and re-allocates the same few large activation buffers
+    (5-22 MB for fashion_cnn at batch 256). By default glibc serves each from fresh
+    pages (mmap, or a heap top it trimmed) - 2,000-3,000 page faults a step; with
+    ``M_MMAP_THRESHOLD`` at its 32 MB maximum and ``M_TRIM_THRESHOLD`` at ``max_bytes``
+    they stay in the heap: ~100 faults a step and the fast fashion_cnn step 10-15%
+    faster (1 thread, 3 A/B pairs: 66 -> 60, 66 -> 49, 67 -> 57 ms). The cost: up to
+    ``max_bytes`` of freed memory stays resident. PyTorch's CUDA allocator does the same
+    for the GPU."""
+    global _retained
+    if _retained:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False                      # not glibc (musl has no mallopt)
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    _retained = bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(
+        mallopt(M_TRIM_THRESHOLD, int(min(max_bytes, 2 ** 31 - 1))))
+    return _retained
 
 
 # ---------------------------------------------------------------- device, precision
