@@ -42,7 +42,6 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
@@ -327,7 +326,7 @@ ABLATION = [
     ("A5 + 16-bit dropout mask", dict(loader="stream", item=False, opt=dict(fused=True),
                                       prepare=dict(NO_FAST, conv=True, pool=True,
                                                    dropout=True))),
-    ("A6 + fused conv/pool/ReLU/dropout in cache-sized chunks = fast",
+    ("A6 + fused conv/pool/ReLU/dropout block, flatten+dense without transposes = fast",
      dict(loader="stream", item=False, opt=dict(fused=True), prepare=dict())),
 ]
 
@@ -555,8 +554,8 @@ def main(argv=None) -> int:
         cmd = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
         body = [f"Command: `{cmd}` (from the repository root)",
                 f"Machine: {machine()}",
-                f"Date: {_dt.date.today().isoformat()}; load average before/after: see 'other "
-                f"load' (CPU used by other processes while each path ran, in cores).",
+                f"Date: {_dt.date.today().isoformat()}. Load: 'other load' is the CPU time "
+                f"other processes used while each path ran, in cores (of {os.cpu_count()}).",
                 f"Data: {args.n:,} random 1x28x28 uint8 images, batch {BATCH}, "
                 f"{args.epochs} epoch(s) per repeat, {args.repeats} repeats interleaved.",
                 "", *lines]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deeparch
+import deeparch.layers
 from deeparch.layers.fast import conv2d_gemm, conv_relu_pool_dropout, dropout_fast, dropout_mask
 from deeparch.train import speed
 from deeparch.train.speed import (BatchStream, autocast, bf16_supported, prepare_for_training,
@@ -190,6 +191,22 @@ def test_ceil_mode_odd_sizes_and_padding_match():
              input_grad=True)
 
 
+def test_flatten_linear_on_channels_last_input():
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Flatten(), deeparch.layers.Dense(8 * 3 * 5, 6, "relu"), nn.Linear(6, 2))
+    fast = prepare_for_training(copy.deepcopy(head), "cpu")
+    x = torch.randn(4, 8, 3, 5).contiguous(memory_format=torch.channels_last)
+    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(4, 2)
+    (head(xp) * g).sum().backward()
+    out = fast(xf)
+    (out * g).sum().backward()
+    torch.testing.assert_close(out, head(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-5, atol=1e-6)
+    for (n, a), b in zip(head.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
 def test_conv_gemm_matches_conv2d():
     torch.manual_seed(0)
     for cin, k, stride, pad, dil in [(1, 3, 1, 0, 1), (3, 3, 2, 1, 1), (2, (3, 2), (1, 2), (2, 0), (1, 2))]:
@@ -224,11 +241,13 @@ def test_hooked_modules_see_the_plain_computation():
     plain = deeparch.create_model("fashion_cnn", drop_rate=0.0)
     fast = prepare_for_training(copy.deepcopy(plain), "cpu")
     seen = {}
-    for name, m in (("plain", plain), ("fast", fast)):
-        h = m.features.relu1.register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(name, o))
-        m(_images(4, 1, 28))
-        h.remove()
-    torch.testing.assert_close(seen["fast"], seen["plain"], rtol=1e-5, atol=1e-5)
+    for layer in ("features.relu1", "head.flatten"):
+        for name, m in (("plain", plain), ("fast", fast)):
+            h = m.get_submodule(layer).register_forward_hook(
+                lambda mod, i, o, name=name: seen.__setitem__(name, o))
+            m(_images(4, 1, 28))
+            h.remove()
+        torch.testing.assert_close(seen["fast"], seen["plain"], rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_mask_is_unbiased_and_backward_uses_it():

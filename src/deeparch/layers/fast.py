@@ -24,15 +24,25 @@ the whole-step figures are in ``benchmarks/RESULTS.md``:
   chunk for the weight-gradient GEMM. (Chunks looked like a 1.4x gain until the real
   cause showed: page faults on the freshly allocated map every step, which
   :func:`deeparch.train.speed.retain_freed_memory` removes; after that, chunks of
-  2-8 MB gain 3-5% over one piece, and fewer chunks mean fewer thread barriers.)
+  2-8 MB gain 3-5% over one piece on one thread, smaller ones lose on two threads (more
+  barriers), and smaller backward pieces gained nothing.)
 * :func:`dropout_fast` - a dropout mask from 16 random bits per element (one full
   64-bit ``random_`` draw serves four elements) instead of one ``bernoulli_`` float draw
   per element: 3.5 ms instead of 13-16 ms for 1.4 M elements. P(keep) is rounded to a
   multiple of 1/65536 (error <= 8e-6) and kept values are scaled by 1 / that rounded
   probability, so the layer stays unbiased.
+* :func:`linear_on_cl` - Flatten -> Linear on the block's channels-last output: the
+  activation is read in memory order and the weight's columns permuted to match, which
+  replaces two transposing copies of the 5.5 MB activation (forward, and its gradient
+  backward) with two of the 2.8 MB weight (2 threads: step 37 -> 33 ms).
 * :func:`max_pool2d_cl` - for a channels-last input, hands the channels-last backward
   kernel a channels-last gradient (an NCHW one, as a following Flatten returns, made it
   2-3x slower).
+
+What is left of fashion_cnn's step (2 threads, ~33 ms): the three dense1 products
+(~10 ms, arithmetic), the conv GEMM and the pooling backward's zero fill of the 22 MB
+map and the GEMM reading it (~14 ms: memory bandwidth; this VM streams 3-8 GB/s once the
+step's working set leaves the cache), the serial 64-bit random draws for the mask (2 ms).
 """
 from __future__ import annotations
 
@@ -215,8 +225,7 @@ def dropout_fast(x: Tensor, p: float, training: bool = True,
 
 
 # ---------------------------------------------------------------- fused block
-CHUNK_BYTES = 8 << 20            # conv-map bytes per forward chunk (fashion_cnn: 3 chunks)
-BACKWARD_CHUNK_BYTES = 8 << 20   # ... per backward piece
+CHUNK_BYTES = 8 << 20   # conv-map bytes per chunk (fashion_cnn, batch 256: 3 chunks)
 
 
 class _ConvPoolReluDropout(torch.autograd.Function):
@@ -280,22 +289,17 @@ class _ConvPoolReluDropout(torch.autograd.Function):
         gw = cols.new_zeros(k, cout) if need_w else None
         gcols = cols.new_empty(k, n * L) if need_cols else None
         chunk = ctx.chunk
-        # the conv-map gradient is rebuilt in smaller pieces than the forward's chunks, so
-        # that the pooling backward's zero fill and the GEMM reading it stay in cache
-        sub = max(1, min(chunk, BACKWARD_CHUNK_BYTES // max(1, L * cout * g.element_size())))
-        for i, a0 in enumerate(range(0, n, chunk)):
-            b0 = min(n, a0 + chunk)
-            for a in range(a0, b0, sub):
-                b = min(b0, a + sub)
-                like = torch.empty((b - a, cout, ho, wo), dtype=g.dtype, device=g.device,
-                                   memory_format=torch.channels_last)  # shape only, never read
-                gy = torch.ops.aten.max_pool2d_with_indices_backward(
-                    gp[a:b], like, *ctx.pool_args, idx[i][a - a0:b - a0])
-                gy2 = gy.permute(0, 2, 3, 1).reshape((b - a) * L, cout)
-                if need_w:
-                    gw.addmm_(cols[:, a * L:b * L], gy2)
-                if need_cols:
-                    gcols[:, a * L:b * L] = torch.mm(w2.t(), gy2.t())
+        for i, a in enumerate(range(0, n, chunk)):
+            b = min(n, a + chunk)
+            like = torch.empty((b - a, cout, ho, wo), dtype=g.dtype, device=g.device,
+                               memory_format=torch.channels_last)   # shape only, never read
+            gy = torch.ops.aten.max_pool2d_with_indices_backward(
+                gp[a:b], like, *ctx.pool_args, idx[i])
+            gy2 = gy.permute(0, 2, 3, 1).reshape((b - a) * L, cout)
+            if need_w:
+                gw.addmm_(cols[:, a * L:b * L], gy2)
+            if need_cols:
+                gcols[:, a * L:b * L] = torch.mm(w2.t(), gy2.t())
         del ctx.idx
         return gcols, (gw.t() if need_w else None), None, None, None, None, None
 
