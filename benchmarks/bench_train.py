@@ -382,13 +382,13 @@ def table(results: dict[str, list[tuple[float, float]]], epochs: int,
           aug_inside: list[float] | None = None) -> list[str]:
     med = {k: statistics.median(s for s, _ in v) / epochs for k, v in results.items() if v}
     load = {k: statistics.median(l for _, l in v) for k, v in results.items() if v}
-    lines = ["| path | s / epoch (median) | all repeats | other load (cores) | "
-             "plain / path | keras / path |",
+    lines = ["| path | s / epoch (median) | all repeats (other load, cores) | "
+             "other load (median) | plain / path | keras / path |",
              "|---|---|---|---|---|---|"]
     for k, v in results.items():
         if not v:
             continue
-        reps = ", ".join(f"{s / epochs:.2f}" for s, _ in v)
+        reps = ", ".join(f"{s / epochs:.2f} ({l:.1f})" for s, l in v)
         r_plain = f"{med['plain'] / med[k]:.2f}x" if "plain" in med else "-"
         r_keras = f"{med['keras'] / med[k]:.2f}x" if "keras" in med else "-"
         lines.append(f"| {k} | {med[k]:.2f} | {reps} | {load[k]:.2f} | {r_plain} | {r_keras} |")
