@@ -559,6 +559,8 @@ def main(argv=None) -> int:
                 f"Data: {args.n:,} random 1x28x28 uint8 images, batch {BATCH}, "
                 f"{args.epochs} epoch(s) per repeat, {args.repeats} repeats interleaved.",
                 "", *lines]
+        while body and body[-1] == "":
+            body.pop()
         body += ["", bf16_note()]
         if notes:
             body += ["", "Skipped: " + "; ".join(notes)]
