@@ -46,13 +46,15 @@ step's working set leaves the cache), the serial 64-bit random draws for the mas
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["conv2d_gemm", "conv_gemm_applies", "conv_relu_pool_dropout", "linear_on_cl",
            "max_pool2d_cl", "pool_args", "pool_cl_applies",
-           "dropout_fast", "dropout_mask"]
+           "dropout_fast", "dropout_mask", "convpool_available", "convpool_geometry"]
 
 
 # ---------------------------------------------------------------- convolution
@@ -315,9 +317,25 @@ def pool_args(pool: torch.nn.MaxPool2d) -> tuple:
 
 def conv_relu_pool_dropout(x: Tensor, conv: torch.nn.Conv2d, pool: torch.nn.MaxPool2d,
                            p: float = 0.0, training: bool = False,
-                           chunk_bytes: int | None = None) -> Tensor:
-    """``dropout(max_pool(relu(conv(x))), p)``: the im2col GEMM convolution, PyTorch's
-    channels-last max pooling, chunk by chunk, then ReLU and dropout as one multiply."""
+                           chunk_bytes: int | None = None, kernel: str = "auto") -> Tensor:
+    """``dropout(max_pool(relu(conv(x))), p)``, output in channels-last memory.
+
+    ``kernel``: ``"c"`` the compiled one-pass kernel (:func:`convpool_geometry` says where
+    it applies), ``"torch"`` the im2col GEMM convolution with PyTorch's channels-last max
+    pooling, chunk by chunk (``chunk_bytes`` of conv map at a time), then ReLU and dropout
+    as one multiply; ``"auto"`` the first of the two that applies."""
+    if kernel not in ("auto", "c", "torch"):
+        raise ValueError(f"kernel must be 'auto', 'c' or 'torch', not {kernel!r}.")
+    if kernel != "torch":
+        geom_c = convpool_geometry(x, conv, pool)
+        if geom_c is not None:
+            return _ConvPoolC.apply(x, conv.weight, conv.bias, geom_c, float(p),
+                                    bool(training))
+        if kernel == "c":
+            raise ValueError("the compiled conv/pool kernel does not apply here ("
+                             + ("it is not built" if _convpool is None else
+                                "float32 CPU tensors, groups 1, zero padding, and a max-pool "
+                                "without padding or dilation whose windows fit") + ").")
     cols, w2, geom = _im2col(x, conv.weight, conv.bias, conv.stride, conv.padding,
                              conv.dilation)
     n, ho, wo = geom
@@ -325,6 +343,139 @@ def conv_relu_pool_dropout(x: Tensor, conv: torch.nn.Conv2d, pool: torch.nn.MaxP
     chunk = max(1, min(n, chunk_bytes // max(1, ho * wo * w2.shape[0] * x.element_size())))
     return _ConvPoolReluDropout.apply(cols, w2, geom, pool_args(pool), float(p),
                                       bool(training), chunk)
+
+
+# ---------------------------------------------------------------- compiled block
+try:                                  # built by setup.py where a C compiler exists
+    from . import _convpool
+except ImportError:                   # pragma: no cover - depends on the install
+    _convpool = None
+
+
+def _torch_openmp() -> bool:
+    """Point the compiled kernel at the GNU OpenMP runtime PyTorch loaded (found in
+    ``/proc/self/maps``), so that it runs on torch's intra-op threads; where there is none
+    (other platforms, an Intel OpenMP build) it starts POSIX threads of its own."""
+    import ctypes
+    import re
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted(set(re.findall(r"(/\S*/libgomp[^/\s]*\.so[.\d]*)", f.read())))
+        torch_dir = os.path.dirname(torch.__file__)
+        paths = [p for p in paths if p.startswith(torch_dir)] or paths
+        if len(paths) != 1:
+            return False
+        lib = ctypes.CDLL(paths[0])
+        addr = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0 for name in
+                ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")]
+        return bool(_convpool.set_openmp(*addr))
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+if _convpool is not None:
+    _torch_openmp()
+
+
+def convpool_available() -> bool:
+    """Whether the compiled conv -> max-pool -> ReLU kernel was built at install time."""
+    return _convpool is not None
+
+
+def convpool_geometry(x: Tensor, conv: torch.nn.Conv2d, pool: torch.nn.MaxPool2d
+                      ) -> tuple | None:
+    """The geometry tuple of the compiled kernel for ``pool(relu(conv(x)))``, or None
+    where it does not apply: it needs float32 CPU tensors, groups 1 and zero padding (as
+    numbers) in the convolution, and a max-pool without padding or dilation whose
+    windows all lie inside the conv output (with ``ceil_mode``: only when no window
+    would hang over the edge)."""
+    if _convpool is None or type(x) is not Tensor or x.dim() != 4:
+        return None
+    w = conv.weight
+    if not (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+            and w.device.type == "cpu" and conv.groups == 1 and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str) and x.shape[1] == w.shape[1]
+            and (conv.bias is None or conv.bias.dtype == torch.float32)):
+        return None
+    k, s, pad, dil, ceil = pool_args(pool)
+    if pad != [0, 0] or dil != [1, 1] or pool.return_indices or k[0] * k[1] > 254:
+        return None
+    n, cin, h, wd = x.shape
+    cout, _, kh, kw = w.shape
+    ho = (h + 2 * conv.padding[0] - conv.dilation[0] * (kh - 1) - 1) // conv.stride[0] + 1
+    wo = (wd + 2 * conv.padding[1] - conv.dilation[1] * (kw - 1) - 1) // conv.stride[1] + 1
+    if ho < k[0] or wo < k[1]:
+        return None
+    if ceil and ((ho - k[0]) % s[0] or (wo - k[1]) % s[1]):
+        return None                   # ceil_mode would add a partial window
+    return (n, cin, h, wd, cout, kh, kw, conv.stride[0], conv.stride[1], conv.padding[0],
+            conv.padding[1], conv.dilation[0], conv.dilation[1], k[0], k[1], s[0], s[1])
+
+
+def _threads(n: int) -> int:
+    return max(1, min(torch.get_num_threads(), 64, n))
+
+
+class _ConvPoolC(torch.autograd.Function):
+    """``dropout(relu(max_pool(conv(x))))`` through the compiled kernel
+    (``_convpool.c``): each pooling window's conv outputs are made, compared and dropped
+    in registers; only the pooled map and a byte per output (the winning window
+    position) are stored, and the backward pass reads them back instead of rebuilding
+    the conv map's gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, geom: tuple, p: float,
+                training: bool) -> Tensor:
+        n, cin, h, w, cout = geom[:5]
+        hp, wp = _convpool.output_size(geom)
+        x = x.contiguous()
+        wt = weight.detach().reshape(cout, -1).t().contiguous()          # taps x cout
+        b = bias.detach().contiguous() if bias is not None else None
+        drop = _dropout_args(p if training else 0.0)
+        out = torch.empty((n, cout, hp, wp), dtype=torch.float32,
+                          memory_format=torch.channels_last)
+        need = any(ctx.needs_input_grad[:3])
+        arg = torch.empty((n, hp, wp, cout), dtype=torch.uint8) if need else None
+        _convpool.forward(geom, drop, x.data_ptr(), wt.data_ptr(), _ptr(b), out.data_ptr(),
+                          _ptr(arg), torch.get_num_threads())
+        if need:
+            ctx.save_for_backward(x, wt, arg)
+            ctx.geom, ctx.drop = geom, drop
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, wt, arg = ctx.saved_tensors
+        geom = ctx.geom
+        n, cin, h, w, cout = geom[:5]
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        g = g.contiguous(memory_format=torch.channels_last)
+        t = _threads(n)
+        gx = torch.zeros_like(x) if need_x else None
+        gw = torch.zeros((t,) + tuple(wt.shape)) if need_w else None
+        gb = torch.zeros(t, cout) if need_b else None
+        _convpool.backward(geom, ctx.drop, x.data_ptr(), wt.data_ptr(), g.data_ptr(),
+                           arg.data_ptr(), _ptr(gx), _ptr(gw), _ptr(gb), t)
+        gweight = gw.sum(0).t().reshape(cout, cin, geom[5], geom[6]) if need_w else None
+        gbias = gb.sum(0) if need_b else None
+        return gx, gweight, gbias, None, None, None
+
+
+def _dropout_args(p: float) -> tuple[int, int, float]:
+    """(seed, threshold, scale) for the compiled kernel's dropout, as :func:`dropout_mask`
+    defines it (P(keep) rounded to 1/65536, kept values scaled by 1 / that): the seed is
+    one 64-bit draw of torch's default generator, so ``torch.manual_seed`` makes the masks
+    reproducible."""
+    if p <= 0.0:
+        return (0, 0, 1.0)
+    thr = min(65535, int(round(p * 65536)))
+    seed = int(torch.empty((), dtype=torch.int64).random_(-2 ** 63, None)) & (2 ** 64 - 1)
+    return (seed, thr, 65536 / (65536 - thr))
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
 
 
 # ---------------------------------------------------------------- flatten + linear
