@@ -326,7 +326,9 @@ ABLATION = [
     ("A5 + 16-bit dropout mask", dict(loader="stream", item=False, opt=dict(fused=True),
                                       prepare=dict(NO_FAST, conv=True, pool=True,
                                                    dropout=True))),
-    ("A6 + fused conv/pool/ReLU/dropout block, flatten+dense without transposes = fast",
+    ("A6 + fused conv/pool/ReLU/dropout block (PyTorch ops), flatten+dense without transposes",
+     dict(loader="stream", item=False, opt=dict(fused=True), prepare=dict(compiled=False))),
+    ("A7 + the compiled conv/pool/ReLU/dropout kernel = fast",
      dict(loader="stream", item=False, opt=dict(fused=True), prepare=dict())),
 ]
 
