@@ -130,9 +130,32 @@ def test_where_the_kernel_does_not_apply_the_torch_path_runs():
         torch.testing.assert_close(conv_relu_pool_dropout(x, conv, pool), pool(F.relu(conv(x))))
         with pytest.raises(ValueError, match="does not apply"):
             conv_relu_pool_dropout(x, conv, pool, kernel="c")
-    assert convpool_geometry(x.double(), conv.double(), nn.MaxPool2d(2)) is None
+    assert convpool_geometry(x.double(), copy.deepcopy(conv).double(), nn.MaxPool2d(2)) is None
+    empty = torch.zeros(0, 1, 10, 10, requires_grad=True)                # an empty batch
+    assert convpool_geometry(empty, conv, nn.MaxPool2d(2)) is None
+    out = conv_relu_pool_dropout(empty, conv, nn.MaxPool2d(2), 0.5, True)
+    assert out.shape == (0, 16, 4, 4)
+    out.sum().backward()
     with pytest.raises(ValueError, match="kernel must be"):
         conv_relu_pool_dropout(x, conv, nn.MaxPool2d(2), kernel="fast")
+
+
+@needs_kernel
+def test_frozen_layers_and_channels_last_input():
+    torch.manual_seed(0)
+    conv, pool = nn.Conv2d(1, 32, 3), nn.MaxPool2d(2)
+    x = torch.randn(3, 1, 12, 12).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(conv_relu_pool_dropout(x, conv, pool, kernel="c"),
+                               pool(F.relu(conv(x))))
+    conv.requires_grad_(False)
+    assert not conv_relu_pool_dropout(x, conv, pool, kernel="c").requires_grad
+    conv.bias.requires_grad_(True)                        # only the bias trains
+    g = torch.randn(3, 32, 5, 5)
+    (conv_relu_pool_dropout(x, conv, pool, kernel="c") * g).sum().backward()
+    conv.bias.grad, got = None, conv.bias.grad
+    (pool(F.relu(conv(x))) * g).sum().backward()
+    torch.testing.assert_close(got, conv.bias.grad)
+    assert conv.weight.grad is None
 
 
 def test_without_the_extension_training_still_works(monkeypatch):

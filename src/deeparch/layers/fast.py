@@ -340,6 +340,8 @@ def conv_relu_pool_dropout(x: Tensor, conv: torch.nn.Conv2d, pool: torch.nn.MaxP
     as one multiply; ``"auto"`` the first of the two that applies."""
     if kernel not in ("auto", "c", "torch"):
         raise ValueError(f"kernel must be 'auto', 'c' or 'torch', not {kernel!r}.")
+    if x.dim() == 4 and x.shape[0] == 0:          # an empty batch: the plain layers
+        return type(pool).forward(pool, F.relu(type(conv).forward(conv, x)))
     if kernel != "torch":
         geom_c = convpool_geometry(x, conv, pool)
         if geom_c is not None:
@@ -404,8 +406,8 @@ def convpool_geometry(x: Tensor, conv: torch.nn.Conv2d, pool: torch.nn.MaxPool2d
     numbers) in the convolution, and a max-pool without padding or dilation whose
     windows all lie inside the conv output (with ``ceil_mode``: only when no window
     would hang over the edge)."""
-    if _convpool is None or type(x) is not Tensor or x.dim() != 4:
-        return None
+    if _convpool is None or type(x) is not Tensor or x.dim() != 4 or x.shape[0] == 0:
+        return None                   # (an empty batch: nothing to gain, no buffers)
     w = conv.weight
     if not (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
             and w.device.type == "cpu" and conv.groups == 1 and conv.padding_mode == "zeros"
