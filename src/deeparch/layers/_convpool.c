@@ -9,8 +9,8 @@
  * output) but the convolution's output is large (22 MB per batch of 256) and every
  * library formulation writes it to memory, reads it back to pool it, and in the backward
  * pass zero-fills and scatters a gradient of the same size. Here each pooling window's
- * conv outputs live in registers: computed, compared, and only the pooled maximum and the
- * index of the winning window position (one byte) are stored, 4x less than the map.
+ * conv outputs live in registers: computed, compared, and only the pooled output and the
+ * index of the winning window position (one byte) are stored: the map never exists.
  *
  * Layouts (N samples, Cin input channels, C output channels, T = Cin*KH*KW taps):
  *   x      N x Cin x H x W            (NCHW)
@@ -26,9 +26,10 @@
  * Semantics follow PyTorch: the first maximum of a window wins, NaN wins and propagates,
  * ReLU's gradient at 0 is 0.
  *
- * Work is split by samples over `threads` POSIX threads; the backward pass keeps one
- * weight-gradient accumulator per thread and sums them at the end (deterministic for a
- * given thread count).
+ * Work is split by samples over `threads` threads - PyTorch's own OpenMP threads when
+ * deeparch found its runtime (set_openmp), else POSIX threads of ours; the backward pass
+ * keeps one weight-gradient accumulator per thread, summed by the caller (deterministic
+ * for a given thread count).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
