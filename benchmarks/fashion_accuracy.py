@@ -25,6 +25,7 @@ from pathlib import Path
 import deeparch
 from deeparch.data import load_dataset, train_val_split
 from deeparch.train import evaluate
+from deeparch.train.config import RECIPES
 from deeparch.train.run import train
 
 
@@ -36,8 +37,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    first = train("fashion_cnn", "fashion_mnist", args.out, args.data_dir,
-                  recipe="fashion_keras", force=True, progress=False)
+    first = train("fashion_cnn", "fashion_mnist", args.out, args.data_dir, force=True,
+                  progress=False, **RECIPES["fashion_keras"])
     step1 = first.metrics["accuracy"]
     t1 = time.perf_counter()
 
