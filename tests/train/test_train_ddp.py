@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from deeparch.cli import main
 
 # no batch norm (CPU has no SyncBatchNorm) and no dropout (its masks depend on the shard)
-PATTERN = "INPUT(8x8x1) -> CONV3-4 -> RELU -> POOL2 -> FC-16 -> RELU -> FC-10"
+# CONV3-16 -> RELU -> POOL2 is the block that prepare_for_training fuses (the compiled kernel)
+PATTERN = "INPUT(8x8x1) -> CONV3-16 -> RELU -> POOL2 -> FC-16 -> RELU -> FC-10"
 # 91 samples -> 73 train / 18 val; global batch 16: 4 full batches + 9 split 5/4 over ranks
 ARGS = ["--data", "digits", "--subset", "91", "--epochs", "2", "--batch-size", "16",
         "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--no-progress"]

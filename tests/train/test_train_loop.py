@@ -9,7 +9,7 @@ from torch import nn
 from deeparch.errors import CheckpointError, DeeparchError, TrainingError
 from deeparch.train import History, Trainer, fit, overfit_check
 from deeparch.train.checkpoint import CheckpointWriteError, load_checkpoint, read_checkpoint_state
-from trainhelp import TINY, TINY_DROPOUT, blobs, tiny_model
+from trainhelp import TINY, TINY_DROPOUT, TINY_FUSED, blobs, tiny_model
 
 KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
 
@@ -90,9 +90,10 @@ def test_aux_logits_are_weighted_into_the_loss():
     assert h1[0]["loss"] > h0[0]["loss"]
 
 
-def test_dropout_model_is_reproducible():
-    a = fit(tiny_model(TINY_DROPOUT), blobs(), epochs=2, batch_size=16, log=None)
-    b = fit(tiny_model(TINY_DROPOUT), blobs(), epochs=2, batch_size=16, log=None)
+@pytest.mark.parametrize("spec", [TINY_DROPOUT, TINY_FUSED])
+def test_dropout_model_is_reproducible(spec):
+    a = fit(tiny_model(spec), blobs(), epochs=2, batch_size=16, log=None)
+    b = fit(tiny_model(spec), blobs(), epochs=2, batch_size=16, log=None)
     assert [e["loss"] for e in a] == [e["loss"] for e in b]
 
 
@@ -102,6 +103,7 @@ def _weights(model):
 
 @pytest.mark.parametrize("spec,extra", [
     (TINY_DROPOUT, dict(optimizer="adam", schedule="cosine", augment="rotation=10,shift=0.1")),
+    (TINY_FUSED, dict(optimizer="adamw", schedule="onecycle", weight_decay=1e-2)),
     (TINY, dict(optimizer="sgd", momentum=0.9, nesterov=True, schedule="plateau",
                 plateau_patience=1, weight_decay=1e-3)),
 ])

@@ -6,6 +6,9 @@ from deeparch.pattern import from_pattern
 
 TINY = "INPUT(8x8x1) -> CONV3-4 -> RELU -> POOL2 -> FC-4"
 TINY_DROPOUT = "INPUT(8x8x1) -> CONV3-4 -> RELU -> POOL2 -> DROPOUT0.3 -> FC-4"
+# conv -> relu -> pool -> dropout with >= 16 maps: prepare_for_training fuses it (the
+# compiled kernel, with its own dropout generator)
+TINY_FUSED = "INPUT(8x8x1) -> CONV3-16 -> RELU -> POOL2 -> DROPOUT0.3 -> FC-4"
 
 
 def blobs(n: int = 96, classes: int = 4, seed: int = 0, size: int = 8) -> ArrayDataset:
