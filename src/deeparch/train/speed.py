@@ -49,12 +49,15 @@ from ..layers.fast import (conv2d_gemm, conv_gemm_applies, conv_relu_pool_dropou
                            is_channels_last_only, linear_on_cl, max_pool2d_cl, pool_cl_applies)
 
 __all__ = ["BatchStream", "prepare_for_training", "select_device", "bf16_supported",
-           "autocast", "epoch_generator", "unprepare", "retain_freed_memory"]
+           "autocast", "epoch_generator", "epoch_seed", "unprepare", "retain_freed_memory"]
 
 
-def _epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A 63-bit seed that depends only on (seed, epoch, stream), well mixed."""
-    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch), int(stream)])
+def epoch_seed(seed: int, epoch: int, stream: int = 0, *salt: int) -> int:
+    """A 63-bit seed that depends only on ``(seed, epoch, stream, *salt)``, well mixed
+    (numpy's SeedSequence): batch order, augmentation and dropout each draw from their own
+    stream, so a resumed run repeats an uninterrupted one exactly."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch), int(stream),
+                                 *(int(v) for v in salt)])
     return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
@@ -62,7 +65,7 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0,
                     device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator seeded from ``(seed, epoch, stream)`` only."""
     g = torch.Generator(device=device)
-    g.manual_seed(_epoch_seed(seed, epoch, stream))
+    g.manual_seed(epoch_seed(seed, epoch, stream))
     return g
 
 

@@ -37,11 +37,11 @@ Callback = Callable[["Trainer", dict], Any]
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """A well-mixed 63-bit seed that depends only on ``(seed, epoch, stream)``."""
-    import numpy as np
+    """The trainer's seeds (dropout, drop-path: stream 1000): :func:`speed.epoch_seed`
+    salted apart from the batch streams."""
+    from .speed import epoch_seed as mixed
 
-    ss = np.random.SeedSequence([int(seed), int(epoch), int(stream), 0x7EA1])
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return mixed(seed, epoch, stream, 0x7EA1)
 
 
 # --------------------------------------------------------------------------- data
