@@ -195,3 +195,27 @@ def test_kernel_rejects_bad_geometry():
         fast._convpool.output_size((1, 1, 4, 4, 8, 5, 5, 1, 1, 0, 0, 1, 1, 2, 2, 2, 2))
     with pytest.raises(ValueError):
         fast._convpool.output_size((1, 2, 3))
+
+
+@needs_kernel
+def test_own_threads_and_torch_openmp_threads_agree():
+    torch.manual_seed(0)
+    conv, pool = nn.Conv2d(1, 32, 3), nn.MaxPool2d(2)
+    x = torch.randn(9, 1, 14, 14)
+    g = torch.randn(9, 32, 6, 6)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    results = []
+    try:
+        for use_torch_pool in (True, False):
+            if use_torch_pool:
+                fast._torch_openmp()
+            else:
+                assert fast._convpool.set_openmp(0, 0, 0) is False       # POSIX threads
+            results.append(_run(lambda x: conv_relu_pool_dropout(x, conv, pool, kernel="c"),
+                                x, conv, g))
+    finally:
+        fast._torch_openmp()
+        torch.set_num_threads(old)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

@@ -379,9 +379,12 @@ def _torch_openmp() -> bool:
         with open("/proc/self/maps") as f:
             paths = sorted(set(re.findall(r"(/\S*/libgomp[^/\s]*\.so[.\d]*)", f.read())))
         torch_dir = os.path.dirname(torch.__file__)
-        paths = [p for p in paths if p.startswith(torch_dir)] or paths
-        if len(paths) != 1:
+        own = [p for p in paths if p.startswith(torch_dir)]      # the wheel's bundled copy
+        if not own and len(paths) == 1 and "OpenMP" in torch.__config__.parallel_info():
+            own = paths                   # a torch linked against the system's libgomp
+        if len(own) != 1:
             return False
+        paths = own
         lib = ctypes.CDLL(paths[0])
         addr = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0 for name in
                 ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")]
