@@ -191,20 +191,17 @@ INLINE void im2row(const Job *j, const float *xn, Py_ssize_t oh0, Py_ssize_t R, 
     }
 }
 
-/* where window position k of pooled column q starts in im2row's rows (k < K), for the
- * KC-blocked loops: positions past K repeat the last one (computed, never used) */
-INLINE void window_bases(const Job *j, float *rows, Py_ssize_t q, Py_ssize_t k0,
-                         const float **base)
+/* where the KC window positions k0 .. k0+KC-1 of pooled column q start in im2row's rows;
+ * woff[k] (scratch) is position k's offset for column 0, positions past K repeating the
+ * last one (computed, never used). (Computing it here with k / pkw and k % pkw cost two
+ * integer divisions per position, a third of the forward pass.) */
+INLINE void window_bases(const Job *j, const float *rows, const Py_ssize_t *woff,
+                         Py_ssize_t q, Py_ssize_t k0, const float **base)
 {
-    const Py_ssize_t T = j->cin * j->kh * j->kw, K = j->pkh * j->pkw;
-    for (int kk = 0; kk < KC; kk++) {
-        const Py_ssize_t k = k0 + kk < K ? k0 + kk : K - 1;
-        const Py_ssize_t a = k / j->pkw, e = k % j->pkw;
-        base[kk] = rows + a * T * j->wo + q * j->psw + e;
-    }
+    for (int kk = 0; kk < KC; kk++) base[kk] = rows + woff[k0 + kk] + q * j->psw;
 }
 
-INLINE void forward_vec(Job *j, const int BW, float *rows)
+INLINE void forward_vec(Job *j, const int BW, float *rows, const Py_ssize_t *woff)
 {
     const Py_ssize_t C = j->c, T = j->cin * j->kh * j->kw, L = j->hp * j->wp;
     const Py_ssize_t K = j->pkh * j->pkw, plane = j->cin * j->h * j->w;
@@ -228,7 +225,7 @@ INLINE void forward_vec(Job *j, const int BW, float *rows)
                     }
                     for (Py_ssize_t k0 = 0; k0 < K; k0 += KC) {
                         const float *base[KC];
-                        window_bases(j, rows, q, k0, base);
+                        window_bases(j, rows, woff, q, k0, base);
                         for (int kk = 0; kk < KC; kk++)
                             for (int b = 0; b < BW; b++) acc[kk][b] = bias[b];
                         for (Py_ssize_t t = 0; t < T; t++) {
@@ -270,8 +267,8 @@ INLINE void forward_vec(Job *j, const int BW, float *rows)
     }
 }
 
-INLINE void backward_vec(Job *j, const int BW, float *rows, float *xv, Py_ssize_t *pos,
-                         const Py_ssize_t *off, float *ga)
+INLINE void backward_vec(Job *j, const int BW, float *rows, const Py_ssize_t *woff,
+                         float *xv, Py_ssize_t *pos, const Py_ssize_t *off, float *ga)
 {
     const Py_ssize_t C = j->c, T = j->cin * j->kh * j->kw, L = j->hp * j->wp;
     const Py_ssize_t K = j->pkh * j->pkw, plane = j->cin * j->h * j->w;
@@ -306,7 +303,7 @@ INLINE void backward_vec(Job *j, const int BW, float *rows, float *xv, Py_ssize_
                     for (Py_ssize_t k0 = 0; k0 < K; k0 += KC) {
                         /* rows of ga past K are zero: the repeated last position adds 0 */
                         const float *base[KC];
-                        window_bases(j, rows, q, k0, base);
+                        window_bases(j, rows, woff, q, k0, base);
                         for (Py_ssize_t c0 = 0; c0 < C; c0 += 8 * BW) {
                             v8f gak[KC][BWMAX];
                             for (int kk = 0; kk < KC; kk++)
@@ -406,7 +403,7 @@ INLINE void backward_scalar(Job *j, float *xv, Py_ssize_t *pos, const Py_ssize_t
 /* per-thread scratch: every tap's offset from a window's top-left input pixel; the tap
  * values of all window positions (rounded up to KC positions, zero-filled) and their input
  * offsets; the per-position gradients of the backward pass */
-typedef struct { float *xv, *ga, *rows; Py_ssize_t *pos, *off; } Scratch;
+typedef struct { float *xv, *ga, *rows; Py_ssize_t *pos, *off, *woff; } Scratch;
 
 static int scratch(const Job *j, Scratch *s)
 {
@@ -417,9 +414,14 @@ static int scratch(const Job *j, Scratch *s)
     s->off = malloc(sizeof(Py_ssize_t) * (size_t)T);
     s->ga = calloc((size_t)(KP * j->c), sizeof(float));
     s->rows = malloc(sizeof(float) * (size_t)(j->pkh * T * j->wo));
-    if (!s->xv || !s->pos || !s->off || !s->ga || !s->rows) {
-        free(s->xv); free(s->pos); free(s->off); free(s->ga); free(s->rows);
+    s->woff = malloc(sizeof(Py_ssize_t) * (size_t)KP);
+    if (!s->xv || !s->pos || !s->off || !s->ga || !s->rows || !s->woff) {
+        free(s->xv); free(s->pos); free(s->off); free(s->ga); free(s->rows); free(s->woff);
         return -1;
+    }
+    for (Py_ssize_t k = 0; k < KP; k++) {
+        const Py_ssize_t kc = k < K ? k : K - 1;
+        s->woff[k] = (kc / j->pkw) * T * j->wo + kc % j->pkw;
     }
     Py_ssize_t t = 0;
     for (Py_ssize_t ci = 0; ci < j->cin; ci++)
@@ -431,15 +433,15 @@ static int scratch(const Job *j, Scratch *s)
 
 static void release(Scratch *s)
 {
-    free(s->xv); free(s->pos); free(s->off); free(s->ga); free(s->rows);
+    free(s->xv); free(s->pos); free(s->off); free(s->ga); free(s->rows); free(s->woff);
 }
 
 CLONES static void forward_job(Job *j)
 {
     Scratch s;
     if (scratch(j, &s)) { j->status = -1; return; }
-    if (j->c % 16 == 0) forward_vec(j, 2, s.rows);
-    else if (j->c % 8 == 0) forward_vec(j, 1, s.rows);
+    if (j->c % 16 == 0) forward_vec(j, 2, s.rows, s.woff);
+    else if (j->c % 8 == 0) forward_vec(j, 1, s.rows, s.woff);
     else forward_scalar(j, s.xv, s.pos, s.off);
     release(&s);
 }
@@ -448,8 +450,8 @@ CLONES static void backward_job(Job *j)
 {
     Scratch s;
     if (scratch(j, &s)) { j->status = -1; return; }
-    if (j->c % 16 == 0) backward_vec(j, 2, s.rows, s.xv, s.pos, s.off, s.ga);
-    else if (j->c % 8 == 0) backward_vec(j, 1, s.rows, s.xv, s.pos, s.off, s.ga);
+    if (j->c % 16 == 0) backward_vec(j, 2, s.rows, s.woff, s.xv, s.pos, s.off, s.ga);
+    else if (j->c % 8 == 0) backward_vec(j, 1, s.rows, s.woff, s.xv, s.pos, s.off, s.ga);
     else backward_scalar(j, s.xv, s.pos, s.off);
     release(&s);
 }
