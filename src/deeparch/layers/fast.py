@@ -55,7 +55,8 @@ step's working set leaves the cache), the serial 64-bit random draws for the mas
   and ``torch.manual_seed`` still makes runs reproducible. It runs on PyTorch's own
   OpenMP threads (``GOMP_parallel`` of the runtime torch loaded): threads of its own
   competed with torch's spinning workers and made it 2x slower inside a step than alone.
-  Block forward + backward, 2 threads, batch 256: ~15 ms -> ~8 ms; the step ~33 -> ~24 ms.
+  The step: 35.3 -> 24.2 ms on 2 threads, 56.3 -> 39.9 ms on one
+  (``benchmarks/RESULTS.md``, ablation A6 -> A7).
   Without a C compiler the PyTorch formulation above is used, with the same results.
 """
 from __future__ import annotations
@@ -68,7 +69,8 @@ from torch import Tensor
 
 __all__ = ["conv2d_gemm", "conv_gemm_applies", "conv_relu_pool_dropout", "linear_on_cl",
            "max_pool2d_cl", "pool_args", "pool_cl_applies",
-           "dropout_fast", "dropout_mask", "convpool_available", "convpool_geometry"]
+           "dropout_fast", "dropout_mask", "keep_threshold", "convpool_available",
+           "convpool_geometry"]
 
 
 # ---------------------------------------------------------------- convolution
@@ -197,14 +199,21 @@ def dropout_mask(shape, p: float, device=None, generator: torch.Generator | None
     numel = 1
     for s in shape:
         numel *= int(s)
-    thr = min(65535, int(round(p * 65536)))  # drop iff the 16-bit draw < thr
-    keep_prob = (65536 - thr) / 65536
+    thr, scale = keep_threshold(p)
     words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device)
     # full 64-bit draws (the default range would leave the top bit 0): four 16-bit lanes
     words.random_(-2 ** 63, None, generator=generator)
     lanes = words.view(torch.int16)[:numel].view(shape)
     keep = lanes >= (thr - 32768)            # int16 lane + 32768 is uniform on [0, 65536)
-    return keep, 1.0 / keep_prob
+    return keep, scale
+
+
+def keep_threshold(p: float) -> tuple[int, float]:
+    """Dropout from 16 random bits: an element is dropped iff its 16-bit draw is below
+    ``thr = round(p * 65536)`` (at most 65535), so P(keep) is 1 - p rounded to 1/65536,
+    and kept values are scaled by ``scale`` = 1 / that P (the layer stays unbiased)."""
+    thr = min(65535, int(round(p * 65536)))
+    return thr, 65536 / (65536 - thr)
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -384,8 +393,7 @@ def _torch_openmp() -> bool:
             own = paths                   # a torch linked against the system's libgomp
         if len(own) != 1:
             return False
-        paths = own
-        lib = ctypes.CDLL(paths[0])
+        lib = ctypes.CDLL(own[0])
         addr = [ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0 for name in
                 ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")]
         return bool(_convpool.set_openmp(*addr))
@@ -488,9 +496,9 @@ def _dropout_args(p: float) -> tuple[int, int, float]:
     reproducible."""
     if p <= 0.0:
         return (0, 0, 1.0)
-    thr = min(65535, int(round(p * 65536)))
+    thr, scale = keep_threshold(p)
     seed = int(torch.empty((), dtype=torch.int64).random_(-2 ** 63, None)) & (2 ** 64 - 1)
-    return (seed, thr, 65536 / (65536 - thr))
+    return (seed, thr, scale)
 
 
 def _ptr(t: Tensor | None) -> int:
