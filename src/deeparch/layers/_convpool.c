@@ -96,8 +96,9 @@ INLINE void gather(const Job *j, const float *xn, const Py_ssize_t *off, Py_ssiz
  * Channels in blocks of 8 floats (GCC/Clang vector extensions: AVX on x86-64-v3, two SSE
  * or NEON registers elsewhere), BW = 1 or 2 blocks at a time, and the pooling window's
  * conv positions 4 at a time: 4 x BW independent accumulators, so that the multiply-adds
- * of one position do not wait for each other (one chain of T dependent FMAs per
- * accumulator was the bottleneck of a simpler loop: 3x slower). */
+ * of one position do not wait for each other. Fixed-size register arrays matter: with
+ * arrays sized by a runtime count GCC kept the accumulators on the stack (a first
+ * version, with per-channel scalar compares, ran 2-3x slower). */
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef uint8_t v8u8 __attribute__((vector_size(8)));
@@ -193,8 +194,8 @@ INLINE void im2row(const Job *j, const float *xn, Py_ssize_t oh0, Py_ssize_t R, 
 
 /* where the KC window positions k0 .. k0+KC-1 of pooled column q start in im2row's rows;
  * woff[k] (scratch) is position k's offset for column 0, positions past K repeating the
- * last one (computed, never used). (Computing it here with k / pkw and k % pkw cost two
- * integer divisions per position, a third of the forward pass.) */
+ * last one (computed, never used). (Computed here with k / pkw and k % pkw, the two
+ * integer divisions per position made the forward pass ~10% slower.) */
 INLINE void window_bases(const Job *j, const float *rows, const Py_ssize_t *woff,
                          Py_ssize_t q, Py_ssize_t k0, const float **base)
 {
@@ -341,26 +342,26 @@ INLINE void backward_vec(Job *j, const int BW, float *rows, const Py_ssize_t *wo
 
 /* ---------------------------------------------------------------- scalar path
  * Any channel count; the same arithmetic one channel at a time. */
-INLINE void forward_scalar(Job *j, float *xv, Py_ssize_t *pos, const Py_ssize_t *off)
+INLINE void forward_scalar(Job *j, float *xv, const Py_ssize_t *off)
 {
     const Py_ssize_t C = j->c, T = j->cin * j->kh * j->kw, L = j->hp * j->wp;
-    const Py_ssize_t plane = j->cin * j->h * j->w;
+    const Py_ssize_t K = j->pkh * j->pkw, plane = j->cin * j->h * j->w;
     for (Py_ssize_t n = j->n0; n < j->n1; n++) {
         const float *xn = j->x + n * plane;
         for (Py_ssize_t i = 0; i < j->hp; i++)
             for (Py_ssize_t q = 0; q < j->wp; q++) {
                 const Py_ssize_t o = (n * L + i * j->wp + q) * C;
+                gather_window(j, xn, off, i, q, xv, NULL);       /* once for all channels */
                 for (Py_ssize_t c = 0; c < C; c++) {
                     float best = -INFINITY;
                     int win = 0, nan = 0;
-                    for (Py_ssize_t a = 0; a < j->pkh; a++)
-                        for (Py_ssize_t e = 0; e < j->pkw; e++) {
-                            gather(j, xn, off, i * j->psh + a, q * j->psw + e, xv, pos);
-                            float acc = j->bias ? j->bias[c] : 0.0f;
-                            for (Py_ssize_t t = 0; t < T; t++) acc += xv[t] * j->wt[t * C + c];
-                            if (acc > best) { best = acc; win = (int)(a * j->pkw + e); }
-                            nan |= acc != acc;
-                        }
+                    for (Py_ssize_t k = 0; k < K; k++) {
+                        float acc = j->bias ? j->bias[c] : 0.0f;
+                        for (Py_ssize_t t = 0; t < T; t++)
+                            acc += xv[k * T + t] * j->wt[t * C + c];
+                        if (acc > best) { best = acc; win = (int)k; }
+                        nan |= acc != acc;
+                    }
                     const int live = best > 0.0f || nan;
                     float y = nan ? NAN : (live ? best : 0.0f);
                     if (j->thr) y *= drop1(j, o + c);
@@ -442,7 +443,7 @@ CLONES static void forward_job(Job *j)
     if (scratch(j, &s)) { j->status = -1; return; }
     if (j->c % 16 == 0) forward_vec(j, 2, s.rows, s.woff);
     else if (j->c % 8 == 0) forward_vec(j, 1, s.rows, s.woff);
-    else forward_scalar(j, s.xv, s.pos, s.off);
+    else forward_scalar(j, s.xv, s.off);
     release(&s);
 }
 

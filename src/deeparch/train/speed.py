@@ -16,7 +16,7 @@ tables), what the step cost and what removed it:
 * reading ``loss.item()`` and the accuracy every step costs little on CPU (no device
   sync) but the loop keeps them on tensors anyway, read once per epoch, as a GPU needs;
 * Adam(fused=True) runs one kernel over all parameters (0.7 ms a step instead of
-  1.8 ms for the default per-tensor loop): the Trainer's optimiser should use it on CPU;
+  1.8 ms for the default per-tensor loop): ``build_optimizer`` asks for it;
 * the rest was the first block: max-pool with int64 indices on NCHW, dropout's
   per-element ``bernoulli_``, a oneDNN convolution slow for one input channel, the
   22 MB feature map's layout conversions - see :mod:`deeparch.layers.fast` - and page
