@@ -66,7 +66,12 @@ def test_matches_plain_layers(geometry, threads):
     assert fused[0].is_contiguous(memory_format=torch.channels_last)
     for a, b, what in zip(plain, fused, ("output", "weight grad", "bias grad", "input grad")):
         if a is not None:
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=what)
+            # the weight and bias gradients are sums of thousands of products (batch x
+            # positions), accumulated in another order than oneDNN's: float32 rounding then
+            # differs by a few 1e-7 of the gradient's scale (seen: 3.4e-5 on a max of 75.8,
+            # 28x28, 2 threads, AMD EPYC), more than a fixed 1e-5 allows
+            scale = float(a.detach().abs().max())
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=max(1e-5, 2e-6 * scale), msg=what)
 
 
 @needs_kernel

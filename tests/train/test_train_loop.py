@@ -269,9 +269,10 @@ def test_tensorboard_needs_its_package(tmp_path):
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        t = Trainer(tiny_model(), blobs(), out=tmp_path, tensorboard=True, epochs=1, log=None)
+        # refused when the trainer is made, before any epoch is trained or file written
         with pytest.raises(TrainingError, match="pip install tensorboard"):
-            t.fit()
+            Trainer(tiny_model(), blobs(), out=tmp_path, tensorboard=True, epochs=1, log=None)
+        assert not list(tmp_path.iterdir())
     else:
         t = Trainer(tiny_model(), blobs(), out=tmp_path, tensorboard=True, epochs=1, log=None)
         t.fit()

@@ -34,7 +34,8 @@ def test_cli_train_writes_the_run_folder(tmp_path, capsys):
     assert cfg["samples"] == {"train": 160, "val": 40, "test": 200}
     assert set(load_file(out / "model.safetensors")) == {"conv1.weight", "conv1.bias",
                                                          "fc1.weight", "fc1.bias"}
-    assert not [p for p in out.rglob(".*")]          # no temporary files left
+    # no temporary files left: only the run marker is hidden (the lock went with the process)
+    assert [p.name for p in out.rglob(".*")] == [".deeparch-run"]
 
     # evaluate reproduces the test accuracy of metrics.json
     assert main(["evaluate", str(out), "--format", "json"]) == 0
@@ -130,7 +131,7 @@ def test_nan_loss_from_the_cli_is_exit_2(tmp_path, capsys):
                  "--lr", "1e30", *SMALL])
     err = capsys.readouterr().err
     assert code == 2 and "the loss became" in err and err.count("\n") == 1
-    assert not [p for p in out.rglob(".*")]
+    assert [p.name for p in out.rglob(".*")] == [".deeparch-run"]     # no temporary files
 
 
 def test_full_disk_from_the_cli_is_exit_2(tmp_path, capsys, monkeypatch):
@@ -149,7 +150,7 @@ def test_full_disk_from_the_cli_is_exit_2(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "the disk is full" in err and err.count("\n") == 1
     assert not (out / "model.safetensors").exists()
-    assert not [p for p in out.rglob(".*")]
+    assert [p.name for p in out.rglob(".*")] == [".deeparch-run"]     # no temporary files
 
 
 def test_overfit_flag(capsys):

@@ -48,13 +48,47 @@ def _cpu(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True).contiguous()
 
 
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+           torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32", torch.int16: "I16",
+           torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+# safetensors' own order of its dtypes (its Rust enum), largest first in a file
+_RANK = {torch.bool: 0, torch.uint8: 4, torch.int8: 5, torch.int16: 9, torch.float16: 11,
+         torch.bfloat16: 12, torch.int32: 13, torch.float32: 15, torch.float64: 17,
+         torch.int64: 18}
+
+
+def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of ``tensors`` with ``metadata``, the same for the same input.
+
+    ``safetensors.torch.save`` writes the metadata in a random order (a hash map), so two
+    identical runs would write different files; this writes the format itself (an 8-byte
+    little-endian header length, the JSON header, the data) with the metadata keys sorted
+    and the tensors in safetensors' own order (by dtype, then name), so that
+    ``sha256sum`` can check that two runs agree. The files load with safetensors as usual."""
+    order = sorted(tensors, key=lambda k: (-_RANK.get(tensors[k].dtype, 0), k))
+    header: dict[str, object] = {"__metadata__": {k: metadata[k] for k in sorted(metadata)}}
+    chunks, offset = [], 0
+    for name in order:
+        t = tensors[name]
+        if t.dtype not in _DTYPES:
+            raise CheckpointError(f"cannot save tensor {name!r} of type {t.dtype} in a "
+                                  f"safetensors file.")
+        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() \
+            if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
 def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
                        metadata: dict[str, str], what: str) -> None:
-    from safetensors.torch import save
-
-    data = save(tensors, metadata=metadata)   # bytes: any I/O error is then Python's OSError
+    data = serialize(tensors, metadata)   # bytes: any I/O error is then Python's OSError
     try:
-        with atomic_path(path, suffix=".safetensors") as tmp:
+        with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -144,8 +178,13 @@ def load_weights(path: str | os.PathLike, model: nn.Module) -> dict[str, str]:
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None,
-                    state: dict[str, Any] | None = None) -> Path:
-    """Write a self-contained checkpoint ``path`` (``.safetensors``) and its ``.json`` copy."""
+                    state: dict[str, Any] | None = None,
+                    json_extra: dict[str, Any] | None = None) -> Path:
+    """Write a self-contained checkpoint ``path`` (``.safetensors``) and its ``.json`` copy.
+
+    ``json_extra`` goes into the ``.json`` copy only: what may differ between two identical
+    runs (wall-clock seconds) stays out of the safetensors file, so that identical runs
+    write byte-identical checkpoints."""
     path = Path(path)
     state = dict(state or {})
     tensors = {f"model.{k}": _cpu(v) for k, v in unwrap(model).state_dict().items()}
@@ -162,7 +201,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module,
     text = json.dumps(state)
     _write_safetensors(path, tensors, {"format": FORMAT, "version": VERSION, "state": text},
                        f"checkpoint {path}")
-    _write_json(path.with_suffix(".json"), state, f"checkpoint state {path.with_suffix('.json')}")
+    _write_json(path.with_suffix(".json"), {**state, **(json_extra or {})},
+                f"checkpoint state {path.with_suffix('.json')}")
     return path
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DataError, TrainingError
 
+MAX_THREADS = 1024     # torch.set_num_threads(100000) segfaults (torch 2.13, seen here)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "plateau", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -150,6 +152,9 @@ class TrainConfig:
                                 f"got {self.device!r}.")
         choice("precision", PRECISIONS)
         whole("threads", 0)
+        if self.threads > MAX_THREADS:     # PyTorch itself crashes far beyond real machines
+            raise TrainingError(f"threads must be at most {MAX_THREADS}, got {self.threads}; "
+                                f"this machine has {os.cpu_count()} CPU threads.")
         if self.augment is not None and not isinstance(self.augment, str):
             raise DataError(f"augment must be a spec string such as 'rotation=8,shift=0.08' "
                             f"or a preset name, got {type(self.augment).__name__}.")

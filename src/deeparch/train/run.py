@@ -16,9 +16,19 @@
 ``tensorboard/``           event files, with ``tensorboard=True``
 =========================  ===============================================================
 
-Every file is written atomically. ``train`` refuses a non-empty ``out`` unless
-``force=True`` (which clears a previous run's files there first); continue an
-interrupted run with ``resume(out)``.
+Every file is written atomically. ``train`` refuses a folder that holds a previous run
+unless ``force=True`` (which removes that run's files, and only those), and refuses any
+other non-empty folder whatever ``force`` says; a folder being written by another process
+is refused too (see :mod:`deeparch.train.runfolder`). Continue an interrupted run with
+``resume(out)``: it continues with the run's own settings; only ``epochs`` may change, and
+only where the result is still the run an uninterrupted training would have produced
+(see :func:`resume`).
+
+``config.json`` records a fingerprint (SHA-256) of the training and test data;
+``resume`` and ``evaluate`` refuse data that no longer matches it. A run folder may come
+from someone else, so ``config.json`` is checked field by field before anything in it is
+used, and a data path recorded there that cannot be read is reported without quoting the
+file's contents.
 
 The model is a registry name (``lenet5``) or a layer pattern. Its classes and input
 channels come from the data set. When the model cannot take the data's image size
@@ -28,8 +38,10 @@ input size, and the log says so.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import shutil
+import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,12 +54,12 @@ from . import distributed as D
 from .checkpoint import CheckpointWriteError, load_weights, save_weights
 from .config import TrainConfig, make_config
 from .history import History
+from .runfolder import RUN_FILES, RUN_FORMAT, RunLock, abandon, claim, has_marker, sweep_temps
 from .trainer import Trainer, split_data
 
-RUN_FORMAT = "deeparch-run"
-RUN_FILES = ("config.json", "history.json", "log.csv", "metrics.json", "model.safetensors",
-             "curves.png", "confusion.png")
-RUN_DIRS = ("checkpoints", "tensorboard")
+# schedules whose learning rate at a step depends on the run's total length: changing
+# ``epochs`` on resume would change the rates of the steps already taken
+LENGTH_DEPENDENT_SCHEDULES = ("cosine", "onecycle")
 
 
 @dataclasses.dataclass
@@ -85,51 +97,100 @@ class RunResult:
 # --------------------------------------------------------------------------- run folder
 
 def is_run_dir(path: str | Path) -> bool:
-    try:
-        return json.loads((Path(path) / "config.json").read_text()).get("format") == RUN_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    """Whether ``path`` holds a deeparch run (its marker, or an older run's config.json)."""
+    return Path(path).is_dir() and has_marker(path)
 
 
 def read_run_config(out: str | Path) -> dict[str, Any]:
+    """The checked ``config.json`` of a run folder (a :class:`CheckpointError` otherwise)."""
     out = Path(out)
     path = out / "config.json"
     if not out.is_dir():
         raise CheckpointError(f"{out} is not a folder; give the --out folder of a deeparch "
                               f"training run.")
     try:
-        cfg = json.loads(path.read_text())
+        if path.stat().st_size > _CONFIG_BYTES:
+            raise CheckpointError(f"{path} is {path.stat().st_size:,} bytes, far more than a "
+                                  f"run's config.json; the run folder is damaged.")
+        cfg = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{out} has no config.json, so it is not a deeparch training run; "
                               f"give the --out folder of `deeparch train`.") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} cannot be read as JSON ({exc}); the run folder is "
-                              f"damaged.") from exc
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path} cannot be read as JSON ({type(exc).__name__}); the run "
+                              f"folder is damaged.") from None
     if not isinstance(cfg, dict) or cfg.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path} was not written by deeparch train (no "
                               f"\"format\": \"{RUN_FORMAT}\" in it).")
+    _check_run_config(cfg, path)
     return cfg
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"--out {out} is a file; give a folder for the run.")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if is_run_dir(out):
-        if not force:
-            raise CheckpointError(f"{out} already holds a deeparch run; continue it with "
-                                  f"`deeparch train --resume {out}`, or add --force to start "
-                                  f"over there.")
-    elif not force:
-        raise CheckpointError(f"{out} exists and is not empty; choose a new --out folder, or "
-                              f"add --force to write the run into it anyway.")
-    if D.is_main():
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for name in RUN_DIRS:
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
+_CONFIG_BYTES = 16 << 20
+_MAX_CLASSES = 1_000_000
+
+
+def _check_run_config(cfg: dict[str, Any], path: Path) -> None:
+    """Every field of a run's config.json that deeparch uses, checked before it is used."""
+    def bad(key: str, what: str) -> CheckpointError:
+        return CheckpointError(f"{path} is damaged: {key!r} must be {what}; retrain the run "
+                               f"or restore its config.json.")
+
+    def whole(v: Any, lo: int, hi: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    for key in ("model", "data", "input_size", "num_classes", "classes", "mean", "std",
+                "train"):
+        if key not in cfg:
+            raise CheckpointError(f"{path} is damaged: it has no {key!r} entry; retrain the "
+                                  f"run or restore its config.json.")
+    if not isinstance(cfg["model"], str) or not cfg["model"].strip():
+        raise bad("model", "a model name or a layer pattern")
+    if not isinstance(cfg["data"], str) or not cfg["data"].strip():
+        raise bad("data", "a data set name or path")
+    if cfg.get("data_dir") is not None and not isinstance(cfg["data_dir"], str):
+        raise bad("data_dir", "a folder path or null")
+    opts = cfg.get("model_options", {})
+    scalar = (str, int, float, bool, type(None))
+    if not isinstance(opts, dict) or not all(
+            isinstance(k, str) and (isinstance(v, scalar) or (isinstance(v, list) and len(v) <= 64
+                                    and all(isinstance(x, scalar) for x in v)))
+            for k, v in opts.items()):
+        raise bad("model_options", "an object of option names and plain values")
+    size = cfg.get("image_size")
+    if size is not None and not (whole(size, 1, 65536) or (
+            isinstance(size, list) and len(size) == 2 and all(whole(v, 1, 65536) for v in size))):
+        raise bad("image_size", "null, a size or [height, width]")
+    if "download" in cfg and not isinstance(cfg["download"], bool):
+        raise bad("download", "true or false")
+    isz = cfg["input_size"]
+    if not (isinstance(isz, list) and len(isz) == 3 and whole(isz[0], 1, 4096)
+            and all(whole(v, 1, 65536) for v in isz[1:]) and math.prod(isz) <= 1 << 28):
+        raise bad("input_size", "[channels, height, width] of sane positive sizes")
+    if not whole(cfg["num_classes"], 1, _MAX_CLASSES):
+        raise bad("num_classes", f"a whole number from 1 to {_MAX_CLASSES:,}")
+    classes = cfg["classes"]
+    if not (isinstance(classes, list) and len(classes) == cfg["num_classes"]
+            and all(isinstance(c, str) for c in classes)):
+        raise bad("classes", "a list of num_classes names")
+    for key in ("mean", "std"):
+        v = cfg[key]
+        if not (isinstance(v, list) and len(v) == isz[0] and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in v)) or (key == "std" and min(v) <= 0):
+            raise bad(key, "one finite number per input channel" +
+                      (", each above 0" if key == "std" else ""))
+    if not isinstance(cfg["train"], dict):
+        raise bad("train", "an object of training settings")
+    try:
+        TrainConfig.from_dict(cfg["train"])
+    except DeeparchError as exc:
+        raise CheckpointError(f"{path} is damaged: its training settings are invalid "
+                              f"({str(exc).rstrip('.')}).") from None
+    fp = cfg.get("fingerprint")
+    if fp is not None and not (isinstance(fp, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and len(v) <= 128 for k, v in fp.items())):
+        raise bad("fingerprint", "an object of split names and hex digests")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -155,6 +216,10 @@ def load_data(data: str, data_dir: str | None = None, download: bool = False):
     (a CSV file, a plain image folder) gets a fixed stratified 80/20 split (seed 0)."""
     from ..data import load_dataset, train_val_split
 
+    if data_dir is not None and Path(data_dir).expanduser().exists() \
+            and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"the data folder {data_dir} is a file; give the folder that holds "
+                        f"the named data sets.")
     train = load_dataset(data, "train", root=data_dir, download=download)
     test = load_dataset(data, "test", root=data_dir, download=download)
     note = None
@@ -164,6 +229,90 @@ def load_data(data: str, data_dir: str | None = None, download: bool = False):
         note = (f"{data} has no separate test split: holding out a fixed 20% "
                 f"({len(test)} images) as the test set")
     return train, test, note
+
+
+def fingerprint(ds) -> str:
+    """SHA-256 of a data set's images (shape and bytes) and labels: the same data, the
+    same digest."""
+    h = hashlib.sha256()
+    h.update(json.dumps([list(ds.images.shape), list(ds.labels.shape)]).encode())
+    h.update(ds.images.contiguous().numpy().tobytes())
+    h.update(ds.labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_labels(train, test) -> None:
+    """Refuse, before any training, data that cannot make a classifier: one class only,
+    or test classes that the training split never shows."""
+    def numbered(classes) -> bool:        # names made from the labels themselves: 0..n-1
+        return list(classes) == [str(i) for i in range(len(classes))]
+
+    if list(train.classes) != list(test.classes) and not (numbered(train.classes)
+                                                           and numbered(test.classes)):
+        only_train = sorted(set(train.classes) - set(test.classes))[:3]
+        only_test = sorted(set(test.classes) - set(train.classes))[:3]
+        detail = (f"only in training: {', '.join(only_train) or '-'}; only in test: "
+                  f"{', '.join(only_test) or '-'}" if only_train or only_test
+                  else "the same names in another order")
+        raise DataError(f"the training and test splits name their classes differently "
+                        f"({detail}), so a label would mean one class in training and another "
+                        f"in testing; give both splits the same class folders.")
+    seen = set(torch.unique(train.labels).tolist())
+    if len(seen) < 2:
+        only = train.classes[next(iter(seen))] if seen else "none"
+        raise DataError(f"the training data has only one class ({only!r}, {len(train)} "
+                        f"images); a classifier needs images of at least two classes.")
+    missing = sorted(set(torch.unique(test.labels).tolist()) - seen)
+    if missing:
+        names = ", ".join(repr(test.classes[i]) if i < len(test.classes) else repr(str(i))
+                          for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(f"the test split has {len(missing)} class(es) that the training split "
+                        f"lacks ({names}{more}); no model can learn them, so fix the split.")
+
+
+def _load_recorded(run: dict[str, Any], config_path: Path):
+    """The data of a stored run: a data path recorded in someone else's config.json may
+    point anywhere, so a failure names the path but never quotes what the file holds."""
+    try:
+        return load_data(run["data"], run.get("data_dir"), run.get("download", False))
+    except DataError as exc:
+        if not _is_path(run["data"]):
+            raise
+        raise DataError(f"the data recorded in {config_path} ({run['data']}) cannot be read "
+                        f"as a data set ({type(exc).__name__}); if the run comes from another "
+                        f"machine, its data is not here.") from None
+
+
+def _check_fingerprint(run: dict[str, Any], split: str, ds, out: Path) -> None:
+    want = (run.get("fingerprint") or {}).get(split)
+    if want is not None and fingerprint(ds) != want:
+        raise DataError(f"the {split} data of {out} ({run['data']}) is no longer the data the "
+                        f"run was trained on (its fingerprint in config.json differs); restore "
+                        f"that data, or train a new run on this one.")
+
+
+MAX_SIDE = 16384          # pixels: a side beyond this is a typo, not a data set
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def _check_image_budget(n: int, c: int, h: int, w: int) -> None:
+    """Refuse an image size whose data set would not fit in half of this machine's memory
+    (uint8), before anything is resized or built."""
+    if max(h, w) > MAX_SIDE:
+        raise DataError(f"images of {h}x{w} pixels are beyond deeparch's limit of {MAX_SIDE} "
+                        f"pixels a side; give a smaller image size.")
+    need, have = n * c * h * w, _memory_bytes() // 2
+    if need > have:
+        raise DataError(f"{n:,} images of {c}x{h}x{w} need {need / 2**30:.1f} GiB as uint8, more "
+                        f"than half of this machine's {2 * have / 2**30:.1f} GiB; give a smaller "
+                        f"image size or fewer images.")
 
 
 def _resize(ds, size: tuple[int, int]):
@@ -265,16 +414,26 @@ class _Setup:
     input_size: tuple[int, int, int]
     data_size: tuple[int, int, int]
     notes: list[str]
+    fingerprint: dict[str, str]
 
 
-def _setup(spec: dict[str, Any], cfg: TrainConfig, fit_input: bool) -> _Setup:
+def _setup(spec: dict[str, Any], cfg: TrainConfig, fit_input: bool,
+           stored: Path | None = None) -> _Setup:
     """Data + model for a run spec (``model``, ``model_options``, ``data``, ``data_dir``,
-    ``image_size``; for a stored run also ``input_size``)."""
+    ``image_size``; for a stored run, whose folder is ``stored``, also ``input_size`` and
+    the data's fingerprint, which must still match)."""
     from ..data import subset
 
-    train, test, note = load_data(spec["data"], spec.get("data_dir"),
-                                  spec.get("download", False))
+    if stored is not None:
+        train, test, note = _load_recorded(spec, stored / "config.json")
+        _check_fingerprint(spec, "train", train, stored)
+    else:
+        train, test, note = load_data(spec["data"], spec.get("data_dir"),
+                                      spec.get("download", False))
+    check_labels(train, test)
+    prints = {"train": fingerprint(train)}
     notes = [note] if note else []
+    notes += [n for n in getattr(train, "notes", ()) or () if n not in notes]
     data_size = train.input_size
     c, h, w = data_size
     if spec.get("image_size"):
@@ -283,15 +442,33 @@ def _setup(spec: dict[str, Any], cfg: TrainConfig, fit_input: bool) -> _Setup:
     if spec.get("input_size"):                         # a stored run: exactly as before
         c, h, w = spec["input_size"]
         fit_input = False
-    model, size, note = build_model(spec["model"], train.num_classes, (c, h, w),
-                                    spec.get("model_options"), seed=cfg.seed, fit_input=fit_input)
+    _check_image_budget(len(train) + len(test), c, h, w)
+    try:
+        model, size, note = build_model(spec["model"], train.num_classes, (c, h, w),
+                                        spec.get("model_options"), seed=cfg.seed,
+                                        fit_input=fit_input)
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        if stored is None or isinstance(exc, DeeparchError):
+            raise
+        raise CheckpointError(f"the model recorded in {stored / 'config.json'} cannot be built "
+                              f"({type(exc).__name__}); the run folder is damaged.") from None
     if note:
         notes.append(note)
+    if stored is None and spec.get("image_size") and tuple(size[1:]) != (h, w):
+        from ..pattern import looks_like_pattern
+        if looks_like_pattern(spec["model"]):
+            raise DataError(f"the pattern's INPUT fixes the images at {size[1]}x{size[2]}, so "
+                            f"an image size of {h}x{w} cannot apply; leave the image size out "
+                            f"or change INPUT.")
+    _check_image_budget(len(train) + len(test), *size)
     train, test = _resize(train, size[1:]), _resize(test, size[1:])
     train, val = split_data(train, cfg)
     if cfg.subset is not None and cfg.subset < len(test):
         test = subset(test, cfg.subset, seed=cfg.seed)
-    return _Setup(model, train, val, test, tuple(size), tuple(data_size), notes)
+    prints["test"] = fingerprint(test)
+    if stored is not None:
+        _check_fingerprint(spec, "test", test, stored)
+    return _Setup(model, train, val, test, tuple(size), tuple(data_size), notes, prints)
 
 
 # --------------------------------------------------------------------------- train / resume
@@ -305,7 +482,8 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
     path) and write the run folder ``out`` (see the module docstring).
 
     Keywords are :class:`TrainConfig` fields (``epochs=30, lr=1e-3, ...``). Raises
-    :class:`CheckpointError` for an ``out`` that already holds files (unless ``force``).
+    :class:`CheckpointError` for an ``out`` that holds a previous run (unless ``force``),
+    that holds anything else, or that another process is writing.
     Launched by torchrun, it trains data-parallel; rank 0 writes the files.
     """
     cfg = make_config(config, **changes)
@@ -318,76 +496,164 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
     D.init_from_env(cfg.device)
     D.local_device(cfg.device)            # a bad device fails here, before any work
     out = Path(out)
-    _prepare_out(out, force)
-    say = log if (log is not None and D.is_main()) else (lambda s: None)
-    spec = {
-        "model": model.strip(), "model_options": dict(model_options or {}),
-        "data": str(Path(data).expanduser().resolve()) if _is_path(data) else data,
-        "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
-        "image_size": list(image_size) if isinstance(image_size, (list, tuple)) else image_size,
-        "download": bool(download),
-    }
-    s = _setup(spec, cfg, fit_input=True)
-    for n in s.notes:
-        say(n)
-    from ..data import channel_stats
+    lock, created = claim(out, force, main=D.is_main())
+    started = False
+    try:
+        say = log if (log is not None and D.is_main()) else (lambda s: None)
+        spec = {
+            "model": model.strip(), "model_options": dict(model_options or {}),
+            "data": str(Path(data).expanduser().resolve()) if _is_path(data) else data,
+            "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+            "image_size": list(image_size) if isinstance(image_size, (list, tuple))
+            else image_size,
+            "download": bool(download),
+        }
+        s = _setup(spec, cfg, fit_input=True)
+        for n in s.notes:
+            say(n)
+        from ..data import channel_stats
 
-    mean, std = channel_stats(s.train)
-    std = tuple(max(v, 1e-6) for v in std)
-    from .. import __version__
+        mean, std = channel_stats(s.train)
+        std = tuple(max(v, 1e-6) for v in std)
+        from .. import __version__
 
-    run = {
-        "format": RUN_FORMAT, "version": 1, "deeparch": __version__, **spec,
-        "input_size": list(s.input_size), "data_input_size": list(s.data_size),
-        "num_classes": s.train.num_classes, "classes": list(s.train.classes),
-        "mean": list(mean), "std": list(std),
-        "samples": {"train": len(s.train), "val": len(s.val) if s.val is not None else 0,
-                    "test": len(s.test)},
-        "notes": s.notes, "world_size": D.info().world_size, "train": cfg.to_dict(),
-    }
-    n_params = sum(p.numel() for p in s.model.parameters())
-    trainer = Trainer(s.model, s.train, s.val, cfg, out=out, mean=mean, std=std,
-                      classes=s.train.classes, log=log, progress=progress)
-    if D.is_main():     # only now: a run that cannot start leaves no folder behind
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "config.json", run)
-    say(f"training {spec['model'] if len(spec['model']) < 60 else 'the pattern'} "
-        f"({n_params:,} parameters) on {len(s.train)} images of "
-        f"{'x'.join(map(str, s.input_size))}, validating on {run['samples']['val']}, "
-        f"{cfg.epochs} epochs of batch {cfg.batch_size} with {cfg.optimizer} lr {cfg.lr:g}")
-    return _finish(trainer, s, run, out, say)
+        run = {
+            "format": RUN_FORMAT, "version": 1, "deeparch": __version__, **spec,
+            "input_size": list(s.input_size), "data_input_size": list(s.data_size),
+            "num_classes": s.train.num_classes, "classes": list(s.train.classes),
+            "mean": list(mean), "std": list(std), "fingerprint": s.fingerprint,
+            "samples": {"train": len(s.train), "val": len(s.val) if s.val is not None else 0,
+                        "test": len(s.test)},
+            "notes": s.notes, "world_size": D.info().world_size, "train": cfg.to_dict(),
+        }
+        n_params = sum(p.numel() for p in s.model.parameters())
+        trainer = Trainer(s.model, s.train, s.val, cfg, out=out, mean=mean, std=std,
+                          classes=s.train.classes, log=log, progress=progress)
+        if D.is_main():     # only now: a run that cannot start leaves no folder behind
+            _write_json(out / "config.json", run)
+        started = True
+        say(f"training {spec['model'] if len(spec['model']) < 60 else 'the pattern'} "
+            f"({n_params:,} parameters) on {len(s.train)} images of "
+            f"{'x'.join(map(str, s.input_size))}, validating on {run['samples']['val']}, "
+            f"{cfg.epochs} epochs of batch {cfg.batch_size} with {cfg.optimizer} lr {cfg.lr:g}")
+        return _finish(trainer, s, run, out, say)
+    finally:
+        if not started:
+            abandon(out, lock, created)
+        elif lock is not None:
+            lock.release()
 
 
-def resume(out: str | Path, *, epochs: int | None = None, log: Callable[[str], Any] | None = print,
-           progress: bool | None = None) -> RunResult:
-    """Continue the run in ``out`` from ``checkpoints/last`` (to ``epochs`` if given, else to
-    the run's own number of epochs). On CPU the final weights are bit-identical to those
-    of a run that was never interrupted."""
+def _lock_run(out: Path) -> RunLock | None:
+    """Hold a stored run folder for writing (rank 0 only) and clear what a kill left."""
+    if not D.is_main():
+        return None
+    lock = RunLock(out).acquire()
+    sweep_temps(out)
+    return lock
+
+
+def _pick_checkpoint(out: Path, trainer: Trainer, which: str) -> Path | None:
+    """The checkpoint to resume from, or None to start at epoch 1 (nothing was trained).
+
+    A damaged or missing ``last`` is never silently replaced by a fresh start: with a
+    ``best`` checkpoint beside it the sentence offers that one; with finished epochs on
+    record but no checkpoint at all, it refuses."""
+    from .checkpoint import read_checkpoint_state
+
+    if which not in ("last", "best"):
+        raise CheckpointError(f"resume from 'last' or 'best', got {which!r}.")
+    last, best = trainer.last_checkpoint, trainer.best_checkpoint
+
+    def readable(p: Path) -> tuple[bool, str]:
+        if not p.is_file():
+            return False, "missing"
+        try:
+            return True, str(read_checkpoint_state(p).get("epoch", "?"))
+        except CheckpointError:
+            return False, "damaged"
+
+    ok_best, best_epoch = readable(best)
+    if which == "best":
+        if not ok_best:
+            raise CheckpointError(f"{best} is {best_epoch}, so the run cannot resume from its "
+                                  f"best epoch.")
+        return best
+    ok_last, how = readable(last)
+    if ok_last:
+        return last
+    if how == "damaged" or ok_best:
+        offer = (f"resume from the best epoch's checkpoint (epoch {best_epoch}) with "
+                 f"`deeparch train --resume {out} --from best` (checkpoint='best' in Python)"
+                 if ok_best else f"no best checkpoint is readable either; start over with "
+                                 f"`deeparch train ... --out {out} --force`")
+        raise CheckpointError(f"{last} is {how}; {offer}.")
+    done = 0
+    try:
+        done = len(json.loads((out / "history.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, UnicodeDecodeError):
+        pass
+    if done or (out / "model.safetensors").exists():
+        raise CheckpointError(f"{out} has finished epochs on record but no checkpoint to "
+                              f"continue from; start over with `deeparch train ... --out {out} "
+                              f"--force`.")
+    return None
+
+
+def resume(out: str | Path, *, epochs: int | None = None, checkpoint: str = "last",
+           log: Callable[[str], Any] | None = print, progress: bool | None = None) -> RunResult:
+    """Continue the run in ``out`` with its own settings, from ``checkpoints/last``
+    (``checkpoint='best'``: from the best epoch's checkpoint, training the later epochs again).
+
+    On CPU the result is bit-identical to a run that was never interrupted. That fixes what
+    may change: only ``epochs``, and only to a number no smaller than the epochs already
+    trained, and (for the ``cosine`` and ``onecycle`` schedules, whose rate at every step
+    depends on the run's length) not at all. Anything else is refused with one sentence;
+    to train on with other settings, start a new run. ``config.json`` records the new
+    ``epochs`` once the run has resumed."""
     out = Path(out)
     run = read_run_config(out)
     cfg = TrainConfig.from_dict(run["train"])
     if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise TrainingError(f"epochs must be a whole number >= 1, got {epochs!r}.")
+        if epochs != cfg.epochs and cfg.schedule in LENGTH_DEPENDENT_SCHEDULES:
+            raise TrainingError(
+                f"{out} uses the {cfg.schedule} schedule, laid out for its {cfg.epochs} epochs: "
+                f"with epochs={epochs} every step's learning rate would change, so the result "
+                f"would match no uninterrupted run; resume without changing epochs, or train "
+                f"a new run with the epochs you want.")
         cfg = cfg.replace(epochs=epochs)
     D.init_from_env(cfg.device)
-    say = log if (log is not None and D.is_main()) else (lambda s: None)
-    s = _setup(run, cfg, fit_input=False)
-    trainer = Trainer(s.model, s.train, s.val, cfg, out=out, mean=run["mean"], std=run["std"],
-                      classes=run["classes"], log=log, progress=progress)
-    last = trainer.last_checkpoint
-    if last.is_file():
-        trainer.resume(last)
-        if trainer.epoch >= cfg.epochs and epochs is None:
-            say(f"{out} already finished its {cfg.epochs} epochs; writing its results again")
+    lock = _lock_run(out)
+    try:
+        say = log if (log is not None and D.is_main()) else (lambda s: None)
+        s = _setup(run, cfg, fit_input=False, stored=out)
+        trainer = Trainer(s.model, s.train, s.val, cfg, out=out, mean=run["mean"],
+                          std=run["std"], classes=run["classes"], log=log, progress=progress)
+        path = _pick_checkpoint(out, trainer, checkpoint)
+        if path is not None:
+            trainer.resume(path)
+            if epochs is not None and epochs < trainer.epoch:
+                raise TrainingError(f"{out} has already trained {trainer.epoch} epochs; "
+                                    f"epochs={epochs} cannot undo them (give at least "
+                                    f"{trainer.epoch}).")
+            if trainer.epoch >= cfg.epochs:
+                say(f"{out} already finished its {cfg.epochs} epochs; writing its results again")
+            else:
+                say(f"resuming {out} after epoch {trainer.epoch} of {cfg.epochs}"
+                    + (" (from the best checkpoint)" if checkpoint == "best" else ""))
+            if epochs is not None and epochs > trainer.epoch:
+                trainer.stopped_early = False
         else:
-            say(f"resuming {out} after epoch {trainer.epoch} of {cfg.epochs}")
-        if epochs is not None and epochs > trainer.epoch:
-            trainer.stopped_early = False
-    else:
-        say(f"{out} has no checkpoint yet: starting from epoch 1")
-    if epochs is not None and D.is_main():
-        run["train"] = cfg.to_dict()
-        _write_json(out / "config.json", run)
-    return _finish(trainer, s, run, out, say)
+            say(f"{out} has no checkpoint yet: starting from epoch 1")
+        if epochs is not None and D.is_main() and run["train"].get("epochs") != epochs:
+            run["train"] = cfg.to_dict()
+            _write_json(out / "config.json", run)
+        return _finish(trainer, s, run, out, say)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _finish(trainer: Trainer, s: _Setup, run: dict[str, Any], out: Path,
@@ -449,13 +715,20 @@ def load_run(out: str | Path, which: str = "model") -> tuple[nn.Module, dict[str
     from ..pattern import from_pattern, looks_like_pattern
 
     c, h, w = run["input_size"]
-    if looks_like_pattern(run["model"]):
-        net = from_pattern(run["model"], input_size=(c, h, w))
-    else:
-        kw = dict(run.get("model_options") or {})
-        if accepts(run["model"], "img_size") and "img_size" not in kw:
-            kw["img_size"] = h if h == w else (h, w)
-        net = create_model(run["model"], num_classes=run["num_classes"], in_chans=c, **kw)
+    try:
+        if looks_like_pattern(run["model"]):
+            net = from_pattern(run["model"], input_size=(c, h, w))
+        else:
+            kw = dict(run.get("model_options") or {})
+            if accepts(run["model"], "img_size") and "img_size" not in kw:
+                kw["img_size"] = h if h == w else (h, w)
+            net = create_model(run["model"], num_classes=run["num_classes"], in_chans=c, **kw)
+    except DeeparchError as exc:
+        raise CheckpointError(f"the model recorded in {out / 'config.json'} cannot be built "
+                              f"({str(exc).splitlines()[0].rstrip('.')}).") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise CheckpointError(f"the model recorded in {out / 'config.json'} cannot be built "
+                              f"({type(exc).__name__}); the run folder is damaged.") from None
     files = {"model": out / "model.safetensors",
              "best": out / "checkpoints" / "best.safetensors",
              "last": out / "checkpoints" / "last.safetensors"}
@@ -478,19 +751,23 @@ def evaluate(out: str | Path | Sequence[str | Path], *, crops: str = "none",
     """Re-evaluate a run folder on its test split; several folders make an ensemble
     (softmax averaged). ``crops``: see :data:`deeparch.train.metrics.CROPS`."""
     from .metrics import evaluate as _evaluate, metrics_from_probs, predict
-    from .speed import select_device
 
     outs = [out] if isinstance(out, (str, Path)) else list(out)
     if not outs:
         raise CheckpointError("evaluate needs at least one run folder.")
-    dev = select_device(device)
+    if crop_size is not None and crops == "none":
+        raise DataError("a crop size applies to test-time crops only; give crops (center, "
+                        "5crop, 10crop, multi) with it, or leave it out.")
+    dev = D.local_device(device)
     loaded = [load_run(o, which) for o in outs]
     first = loaded[0][1]
     cfg = TrainConfig.from_dict(first["train"])
-    _, test, _ = load_data(first["data"], first.get("data_dir"))
+    _, test, _ = _load_recorded(first, Path(outs[0]) / "config.json")
     if cfg.subset is not None and cfg.subset < len(test):
         from ..data import subset
         test = subset(test, cfg.subset, seed=cfg.seed)
+    for o, (_, run) in zip(outs, loaded):
+        _check_fingerprint(run, "test", _resize(test, run["input_size"][1:]), Path(o))
     for o, (_, run) in zip(outs[1:], loaded[1:]):
         if run["data"] != first["data"] or run["classes"] != first["classes"] \
                 or run["train"].get("subset") != cfg.subset:

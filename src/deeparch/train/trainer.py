@@ -150,6 +150,11 @@ class Trainer:
         self.classes = list(classes) if classes is not None else getattr(train_data, "classes",
                                                                          None)
         world = self.dist.world_size
+        if c.tensorboard and self.dist.is_main:     # before any work: not after an epoch
+            import importlib.util
+            if importlib.util.find_spec("tensorboard") is None:
+                raise TrainingError("TensorBoard logging needs the tensorboard package: pip "
+                                    "install tensorboard (or train without --tensorboard).")
         if c.batch_size % world:
             raise TrainingError(f"batch_size {c.batch_size} is the global batch and must be "
                                 f"divisible by the {world} processes.")
@@ -237,9 +242,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
+        """The run state a checkpoint stores: everything but wall-clock time (the epochs'
+        ``seconds`` go to the checkpoint's ``.json`` copy), so identical runs write
+        identical checkpoints."""
+        history = [{k: v for k, v in e.items() if k != "seconds"} for e in self.history]
         return {
             "epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch,
-            "history": self.history.to_list(), "schedule": self.schedule.state_dict(),
+            "history": history, "schedule": self.schedule.state_dict(),
             "best": self.best, "stopped_early": self.stopped_early,
             "config": self.config.to_dict(), "world_size": self.dist.world_size,
             "mean": list(self.mean), "std": list(self.std),
@@ -247,7 +256,8 @@ class Trainer:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint of the model, optimizer and run state to ``path``."""
-        return save_checkpoint(path, self.module, self.optimizer, self.state())
+        return save_checkpoint(path, self.module, self.optimizer, self.state(),
+                               {"seconds": [e.get("seconds") for e in self.history]})
 
     def resume(self, path: str | Path | None = None) -> "Trainer":
         """Load a checkpoint (default: ``out/checkpoints/last.safetensors``) to continue from."""
@@ -262,7 +272,11 @@ class Trainer:
                                   f"resume with the same data, subset and batch size.")
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
-        self.history = History(state.get("history", []))
+        records = [dict(e) for e in state.get("history", [])]
+        seconds = _seconds_beside(path, len(records))
+        for e, sec in zip(records, seconds):
+            e.setdefault("seconds", sec)
+        self.history = History(records)
         self.schedule.load_state_dict(state.get("schedule", {}))
         self.best = state.get("best")
         self.stopped_early = bool(state.get("stopped_early", False))
@@ -357,8 +371,8 @@ class Trainer:
                 correct += (logits.detach().argmax(dim=1) == y).sum()
                 count += y.numel()
             if bar.enabled:
-                bar.update(1, loss=float(loss_sum) / max(1, int(count)),
-                           acc=int(correct) / max(1, int(count)))
+                bar.update(1, loss=lambda: float(loss_sum) / max(1, int(count)),
+                           acc=lambda: int(correct) / max(1, int(count)))
         bar.close()
         if world > 1:
             packed = D.all_sum(torch.stack([loss_sum, correct.double(), count.double()]))
@@ -445,6 +459,21 @@ class Trainer:
         kw.setdefault("batch_size", max(256, self.config.batch_size))
         kw.setdefault("amp", self.precision.enabled)
         return evaluate(self.module, data, device=self.device, **kw)
+
+
+def _seconds_beside(path: Path, n: int) -> list[Any]:
+    """The epochs' wall-clock seconds from a checkpoint's ``.json`` copy, when it belongs to
+    the same epochs (else ``None`` each: the times are informative, never needed)."""
+    import json
+
+    try:
+        seconds = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["seconds"]
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return [None] * n
+    if not isinstance(seconds, list) or len(seconds) != n:
+        return [None] * n
+    return [s if isinstance(s, (int, float)) and not isinstance(s, bool) else None
+            for s in seconds]
 
 
 _TRAINER_KEYS = {"out", "mean", "std", "classes", "log", "progress", "callbacks"}
