@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,25 +48,40 @@ def _target(name: str, options: dict[str, Any]):
     return model
 
 
+def _human_count(n: float) -> str:
+    """``inspect.render.human_count``, kept here because importing ``deeparch.inspect`` loads
+    torch (tests/test_models_cli.py checks that the two agree)."""
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
 def cmd_models(args) -> int:
-    from .models.registry import list_models, model_info
-    from .inspect.render import human_count
-    from .inspect.summary import summary
-    rows = []
-    for name in list_models(args.filter, args.family):
-        card = model_info(name)
-        s = summary(name)
-        rows.append({"name": name, "family": card.family, "year": card.year,
-                     "input_size": list(card.input_size), "params": s.total_params,
-                     "macs": s.macs, "published_params": card.params,
-                     "published_macs": card.macs})
+    from .errors import UnknownModelError
+    from .models.registry import catalog, families, known_models
+    order = {f: i for i, f in enumerate(families())}
+    if args.family and args.family not in order:
+        raise UnknownModelError(f"unknown family {args.family!r}; the families are "
+                                f"{', '.join(order)}.")
+    entries = catalog(args.filter, args.family)
+    if not entries:
+        where = f"no {args.family} model" if args.family else "no model"
+        raise UnknownModelError(f"{where} matches {args.filter!r}; `deeparch models` lists all "
+                                f"{len(known_models())}.")
+    # families oldest first, then by size within a family
+    entries.sort(key=lambda e: (order[e["card"]["family"]], e["params"], e["name"]))
+    rows = [{"name": e["name"], "family": e["card"]["family"], "year": e["card"]["year"],
+             "input_size": list(e["card"]["input_size"]), "params": e["params"],
+             "macs": e["macs"], "published_params": e["card"]["published_params"],
+             "published_macs": e["card"]["published_macs"]} for e in entries]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
     head = ("name", "family", "year", "input", "params", "mult-adds")
     table = [(r["name"], r["family"], str(r["year"]), "x".join(map(str, r["input_size"])),
-              human_count(r["params"]), human_count(r["macs"])) for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *table)] if table else [len(h) for h in head]
+              _human_count(r["params"]), _human_count(r["macs"])) for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *table)]
     for line in [head] + table:
         print("  ".join(c.rjust(w) if i >= 4 else c.ljust(w)
                         for i, (c, w) in enumerate(zip(line, widths))).rstrip())
@@ -72,9 +89,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .models.registry import model_info
-    card = model_info(args.name)
-    d = card.to_dict()
+    from .models.registry import card_dict
+    d = card_dict(args.name)
     if args.format == "json":
         print(json.dumps(d, indent=2))
         return 0
@@ -164,45 +180,101 @@ def _image_size(text: str | None):
     return sizes[0] if len(sizes) == 1 else sizes
 
 
+# what --resume accepts besides DIR: everything else would be silently ignored or would
+# change the run, so it is refused (see deeparch.train.run.resume)
+_RESUME_FLAGS = {"resume", "epochs", "resume_from", "no_progress"}
+
+
+def _flags_given(args, parser_defaults: dict[str, Any]) -> list[str]:
+    given = []
+    for dest, value in vars(args).items():
+        if dest in ("func", "command", "model") or dest in _RESUME_FLAGS:
+            continue
+        if value != parser_defaults.get(dest):
+            given.append(flag_for(dest))
+    return given
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same clean stop as Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _stdout_log():
+    """``print`` for the run's log lines that survives a reader who left (``train | head``):
+    training goes on, the rest of its lines go nowhere."""
+    state = {"closed": False}
+
+    def log(line: str) -> None:
+        if state["closed"]:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            state["closed"] = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())    # also for Python's flush at exit
+            os.close(devnull)
+    return log
+
+
 def cmd_train(args) -> int:
+    import signal
+
     from .errors import TrainingError
     progress = False if args.no_progress else None
     from .train import distributed
-    if args.resume:
-        if args.model or args.data:
-            raise TrainingError("--resume DIR continues the run saved in DIR; leave out the "
-                                "model and --data (they are in DIR/config.json).")
-        from .train.run import resume
-        try:
-            resume(args.resume, epochs=args.epochs, progress=progress)
-        except KeyboardInterrupt:
-            print(f"deeparch: continue with: deeparch train --resume {args.resume}",
-                  file=sys.stderr)
-            raise
-        finally:
-            distributed.cleanup()
-        return 0
-    if not args.model or not args.data:
-        raise TrainingError("deeparch train needs a MODEL (or a pattern) and --data NAME|PATH, "
-                            "or --resume DIR.")
-    changes = _train_changes(args)
-    if args.overfit:
-        return _overfit(args, changes)
-    if not args.out:
-        raise TrainingError("deeparch train needs --out DIR, the folder for the run's files.")
-    from .train.run import train
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    log = _stdout_log()
     try:
-        train(args.model, args.data, args.out, args.data_dir, force=args.force,
-              model_options=_options(args.option), image_size=_image_size(args.image_size),
-              download=args.download, progress=progress, **changes)
-    except KeyboardInterrupt:
-        if (Path(args.out) / "checkpoints" / "last.safetensors").is_file():
-            print(f"deeparch: continue with: deeparch train --resume {args.out}",
-                  file=sys.stderr)
-        raise
+        if args.resume:
+            if args.model or args.data:
+                raise TrainingError("--resume DIR continues the run saved in DIR; leave out the "
+                                    "model and --data (they are in DIR/config.json).")
+            given = _flags_given(args, _TRAIN_DEFAULTS)
+            if given:
+                raise TrainingError(
+                    f"--resume continues a run with its own settings, so {', '.join(given)} "
+                    f"cannot apply; only --epochs (to train longer) and --from best may be "
+                    f"given, and a run with other settings is a new run (deeparch train ... "
+                    f"--out NEWDIR).")
+            from .train.run import resume
+            try:
+                resume(args.resume, epochs=args.epochs, checkpoint=args.resume_from,
+                       progress=progress, log=log)
+            except KeyboardInterrupt:
+                print(f"deeparch: continue with: deeparch train --resume {args.resume}",
+                      file=sys.stderr)
+                raise
+            return 0
+        if args.resume_from != "last":
+            raise TrainingError("--from applies to --resume DIR only.")
+        if not args.model or not args.data:
+            raise TrainingError("deeparch train needs a MODEL (or a pattern) and --data "
+                                "NAME|PATH, or --resume DIR.")
+        changes = _train_changes(args)
+        if args.overfit is not None:
+            return _overfit(args, changes)
+        if not args.out:
+            raise TrainingError("deeparch train needs --out DIR, the folder for the run's "
+                                "files.")
+        from .train.run import train
+        try:
+            train(args.model, args.data, args.out, args.data_dir, force=args.force,
+                  model_options=_options(args.option), image_size=_image_size(args.image_size),
+                  download=args.download, progress=progress, log=log, **changes)
+        except KeyboardInterrupt:
+            if (Path(args.out) / "checkpoints" / "last.safetensors").is_file():
+                print(f"deeparch: continue with: deeparch train --resume {args.out}",
+                      file=sys.stderr)
+            raise
+        return 0
     finally:
+        signal.signal(signal.SIGTERM, previous)
         distributed.cleanup()
-    return 0
 
 
 def _overfit(args, changes: dict[str, Any]) -> int:
@@ -272,6 +344,82 @@ def cmd_augment(args) -> int:
                                      path=args.save)
         print(f"pre-augmented {len(ds)} -> {len(images)} images: {args.save}")
     return 0
+
+
+# --------------------------------------------------------------------------- messages
+
+# API keyword -> argparse dest, where the command names a thing differently from the API and
+# _TRAIN_FIELDS does not already say so (evaluate(which=...) is `--weights`, ...).
+_API_ALIASES = {"which": "weights", "root": "data_dir", "model_options": "option"}
+
+
+@functools.lru_cache(maxsize=1)
+def _flags() -> dict[str, argparse.Action]:
+    """API keyword -> the argparse action of the flag that sets it, read off the parser."""
+    by_dest: dict[str, argparse.Action] = {}
+
+    def walk(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+            elif action.option_strings and not isinstance(
+                    action, (argparse._HelpAction, argparse._VersionAction)):
+                by_dest.setdefault(action.dest, action)
+
+    walk(build_parser())
+    api = {dest: dest for dest in by_dest}
+    api.update({field: dest for dest, field in _TRAIN_FIELDS.items()})
+    api.update(_API_ALIASES)
+    return {name: by_dest[dest] for name, dest in api.items() if dest in by_dest}
+
+
+def _flag(action: argparse.Action) -> str:
+    return max(action.option_strings, key=lambda o: (o.startswith("--"), len(o)))
+
+
+def flag_for(dest: str) -> str:
+    """The flag of an argparse dest, as the parser spells it (``restore_best`` ->
+    ``--last-weights``, ``warmup`` -> ``--warmup``)."""
+    return _flag(_flags()[dest])
+
+
+@functools.lru_cache(maxsize=1)
+def _message_patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
+    table = _flags()
+    names = sorted((n for n in table if len(n) > 1), key=len, reverse=True)
+    alt = "|".join(map(re.escape, names))
+    # a switch that stores False (--last-weights: restore_best=False) names the opposite
+    said = [n for n in names if table[n].const is not False]
+    ident = "|".join(re.escape(n) for n in said if "_" in n)
+    subject = "|".join(map(re.escape, said))
+    edge = r"(?<![\w./\\-])"  # not inside a word, a path or a flag
+    return (
+        # name=value: val_split=0.2, optimizer='sgd', download=True
+        re.compile(edge + rf"({alt})=('[^'\s]*'|\"[^\"\s]*\"|[\w+-]+(?:\.[\w+-]+)*)"),
+        # identifiers that are not English words, anywhere: val_split, warmup_epochs
+        re.compile(edge + rf"({ident})(?![\w/\\-]|\.\w)"),
+        # plain words (epochs, lr, seed, device) only as the subject of a sentence: "lr must be"
+        re.compile(rf"(?:^|(?<=; )|(?<=: )|(?<=\. ))({subject})(?= must\b)"),
+    )
+
+
+def cli_message(text: str) -> str:
+    """An API message in the command's words: keyword names become the flags that set them
+    (``val_split`` -> ``--val-split``, ``warmup_epochs`` -> ``--warmup``, ``download=True`` ->
+    ``--download``, ``val_split=0.2`` -> ``--val-split 0.2``); everything else is kept."""
+    table = _flags()
+    assign, ident, subject = _message_patterns()
+
+    def value(m: re.Match) -> str:
+        action, given = table[m.group(1)], m.group(2)
+        if action.nargs == 0:  # a switch: only its own value can be said with the flag alone
+            return _flag(action) if given == str(action.const) else m.group(0)
+        return f"{_flag(action)} {given.strip(chr(39) + chr(34))}"
+
+    text = assign.sub(value, text)
+    text = ident.sub(lambda m: _flag(table[m.group(1)]), text)
+    return subject.sub(lambda m: _flag(table[m.group(1)]), text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -348,9 +496,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", metavar="DIR", help="where named data sets live")
     t.add_argument("--download", action="store_true", help="fetch a missing named data set")
     t.add_argument("--out", metavar="DIR", help="the run folder to write")
-    t.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR with its own settings (only --epochs may "
+                        "change)")
+    t.add_argument("--from", dest="resume_from", choices=("last", "best"), default="last",
+                   help="with --resume: the checkpoint to continue from (default last)")
     t.add_argument("--force", action="store_true",
-                   help="write into a non-empty --out (a previous run's files are removed)")
+                   help="replace the deeparch run in --out (only its files are removed; a "
+                        "folder that holds no deeparch run is never written)")
     t.add_argument("--recipe", metavar="NAME",
                    help="start from a named recipe: fashion_keras, alexnet, resnet")
     t.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
@@ -399,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--overfit-steps", type=int, default=300, metavar="S",
                    help="full-batch steps for --overfit (default 300)")
     t.set_defaults(func=cmd_train)
+    _TRAIN_DEFAULTS.update({a.dest: a.default for a in t._actions})   # for --resume's check
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on its test split",
                         description="Re-evaluate run folders on their test split: loss, "
@@ -434,19 +588,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_TRAIN_DEFAULTS: dict[str, Any] = {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except DeeparchError as exc:
-        print(f"deeparch: error: {exc}", file=sys.stderr)
+        from .errors import CheckpointError
+        # API keyword names become the command's flags; a damaged run folder's message
+        # names the keys of its config.json, which are the right words there
+        text = str(exc) if isinstance(exc, CheckpointError) else cli_message(str(exc))
+        print(f"deeparch: error: {text}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("deeparch: stopped by SIGTERM", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("deeparch: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `deeparch summary vgg16 | head`: the reader left, nothing to say
-        sys.stdout = open(os.devnull, "w")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0
 
 

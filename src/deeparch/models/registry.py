@@ -8,18 +8,30 @@ one builder, each with its own default knobs::
     def vgg(cfg, num_classes=1000, in_chans=3, ...): ...
 
 ``create_model`` builds by name, ``list_models`` lists names, ``model_info`` returns the card.
+
+This module does not import torch: ``deeparch models`` and ``deeparch info`` read the
+committed table ``_figures.py`` (every built-in card and the params / mult-adds the
+inspector computes at its default input) when it was made from the current sources
+(:func:`figures_fingerprint`); otherwise, and for models registered by the user, the
+figures are computed. Regenerate the table with ``python -m deeparch.models._figures``.
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import hashlib
 import inspect as _inspect
+import pprint
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-from torch import nn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import ModelOptionError, UnknownModelError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -94,13 +106,25 @@ def _ensure_loaded() -> None:
 def list_models(filter: str | None = None, family: str | None = None) -> list[str]:
     """Registered model names, sorted; ``filter`` is a glob (``'vgg*'``) or a substring."""
     _ensure_loaded()
-    names = sorted(_REGISTRY)
+    return _select(_REGISTRY, lambda n: _REGISTRY[n].family, filter, family)
+
+
+def _select(names: Iterable[str], family_of: Callable[[str], str], filter: str | None,
+            family: str | None) -> list[str]:
+    names = sorted(names)
     if family:
-        names = [n for n in names if _REGISTRY[n].family == family]
+        names = [n for n in names if family_of(n) == family]
     if filter:
         pat = filter if any(c in filter for c in "*?[") else f"*{filter}*"
         names = [n for n in names if fnmatch.fnmatch(n, pat)]
     return names
+
+
+def _unknown(name: str, known: Iterable[str]) -> UnknownModelError:
+    close = difflib.get_close_matches(name.lower(), list(known), n=3, cutoff=0.5)
+    hint = (f"did you mean {', '.join(close)}?" if close
+            else "run `deeparch models` to see them all.")
+    return UnknownModelError(f"unknown model {name!r}; {hint}")
 
 
 def model_info(name: str) -> ModelCard:
@@ -109,10 +133,7 @@ def model_info(name: str) -> ModelCard:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=3, cutoff=0.5)
-        hint = (f"did you mean {', '.join(close)}?" if close
-                else "run `deeparch models` to see them all.")
-        raise UnknownModelError(f"unknown model {name!r}; {hint}") from None
+        raise _unknown(name, _REGISTRY) from None
 
 
 def builder_options(builder: Callable | None) -> list[str]:
@@ -158,3 +179,161 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
         from .base import FeatureExtractor
         return FeatureExtractor(model, out_stages)
     return model
+
+
+# --------------------------------------------------------------------------- the figures table
+#
+# Tracing all the zoo on meta tensors takes seconds (and torch takes one or two to import);
+# `deeparch models` / `info` answer from a table committed beside this file instead. The table
+# names the source files its figures were computed from (every deeparch module that building
+# and summarising the zoo imported) and is used only while their fingerprint matches the files
+# on disk, so an edited model is never shown with old numbers: it is computed again (slowly)
+# until the table is regenerated. tests/test_models_cli.py recomputes every entry and fails
+# when the table differs from the code or is stale.
+
+_TABLE = "_figures.py"
+# imported while computing, yet deciding no card or figure (only error messages, lazy exports)
+_NOT_SOURCES = ("__init__.py", "errors.py", f"models/{_TABLE}")
+
+
+def _package_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def figures_fingerprint(sources: Iterable[str]) -> str:
+    """sha256 over the files ``sources`` (paths relative to the package, and contents) and the
+    list of files in models/ (a new family file registers new models)."""
+    root = _package_root()
+    digest = hashlib.sha256()
+    family_files = sorted(p.name for p in (root / "models").glob("*.py"))
+    digest.update("\0".join(family_files).encode() + b"\0\0")
+    for rel in sorted(sources):
+        path = root / rel
+        digest.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"-")
+                      + b"\0")
+    return digest.hexdigest()
+
+
+def figure_sources() -> list[str]:
+    """The deeparch source files imported so far, less those that decide nothing shown."""
+    root, top = _package_root(), __name__.split(".")[0]
+    found = set()
+    for key, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if (key == top or key.startswith(f"{top}.")) and file and file.endswith(".py"):
+            rel = Path(file).resolve().relative_to(root).as_posix()
+            if rel not in _NOT_SOURCES:
+                found.add(rel)
+    return sorted(found)
+
+
+@functools.lru_cache(maxsize=1)
+def _committed() -> dict[str, dict[str, Any]] | None:
+    """The committed table, or None when it is missing or was made from other sources."""
+    try:
+        from . import _figures
+    except ImportError:
+        return None
+    fingerprint = getattr(_figures, "FINGERPRINT", None)
+    if fingerprint is None or fingerprint != figures_fingerprint(_figures.SOURCES):
+        return None
+    return _figures.MODELS
+
+
+_COMPUTED: dict[str, tuple[ModelCard, dict[str, Any]]] = {}
+
+
+def compute_entry(name: str) -> dict[str, Any]:
+    """The table entry of ``name``: its card and the inspector's params and mult-adds at the
+    card's input size (a meta trace: nothing is allocated). Kept for the process."""
+    card = model_info(name)
+    hit = _COMPUTED.get(name)
+    if hit is not None and hit[0] is card:
+        return hit[1]
+    from ..inspect.summary import summary
+    s = summary(name)
+    entry = {"card": card.to_dict(), "params": s.total_params, "macs": s.macs}
+    _COMPUTED[name] = (card, entry)
+    return entry
+
+
+def _index() -> tuple[dict[str, dict[str, Any]], dict[str, tuple[str, int]]]:
+    """(the current committed table or {}, name -> (family, year) of every known model)."""
+    table = _committed()
+    if table is None:
+        _ensure_loaded()
+        table = {}
+    index = {n: (e["card"]["family"], e["card"]["year"]) for n, e in table.items()}
+    index.update({n: (c.family, c.year) for n, c in _REGISTRY.items() if n not in index})
+    return table, index
+
+
+def known_models(filter: str | None = None, family: str | None = None) -> list[str]:
+    """:func:`list_models`, from the committed table when it is current (no torch)."""
+    _, index = _index()
+    return _select(index, lambda n: index[n][0], filter, family)
+
+
+def catalog(filter: str | None = None, family: str | None = None) -> list[dict[str, Any]]:
+    """One entry per registered model matching ``filter`` / ``family`` (as :func:`list_models`),
+    sorted by name: ``{"name", "card" (ModelCard.to_dict()), "params", "macs"}``.
+
+    Built-in models come from the committed table when it matches the sources (no torch, no
+    tracing); models the user registered, or all of them when the table is stale, are
+    computed by the inspector -- only those that match."""
+    table, index = _index()
+    return [{"name": n, **(table.get(n) or compute_entry(n))}
+            for n in _select(index, lambda n: index[n][0], filter, family)]
+
+
+def families() -> list[str]:
+    """The model families, oldest first (by their earliest model's year), then by name."""
+    first: dict[str, int] = {}
+    for f, y in _index()[1].values():
+        first[f] = min(y, first.get(f, y))
+    return sorted(first, key=lambda f: (first[f], f))
+
+
+def card_dict(name: str) -> dict[str, Any]:
+    """``model_info(name).to_dict()``, from the committed table when it is current."""
+    table = _committed()
+    if table is not None and name not in _REGISTRY:
+        if name in table:
+            return dict(table[name]["card"])
+        raise _unknown(name, table)
+    return model_info(name).to_dict()
+
+
+def builtin_models() -> list[str]:
+    """The models registered by deeparch's own family files (not by the user)."""
+    _ensure_loaded()
+    return sorted(n for n, c in _REGISTRY.items()
+                  if getattr(c.builder, "__module__", "").startswith(f"{__package__}."))
+
+
+def figures_source() -> str:
+    """The text of the table module for the current sources (imports every model, traces all)."""
+    entries = {n: compute_entry(n) for n in builtin_models()}
+    sources = figure_sources()
+    return (f'"""Generated by `python -m deeparch.models._figures`: do not edit by hand.\n\n'
+            f"Every built-in model's card and the params / mult-adds the inspector computes at its\n"
+            f"default input, read by `deeparch models` and `deeparch info` while FINGERPRINT\n"
+            f"matches SOURCES, the files they were computed from (registry.figures_fingerprint).\n"
+            f'"""\n'
+            f"SOURCES = {pprint.pformat(tuple(sources), width=99, compact=True)}\n\n"
+            f"FINGERPRINT = {figures_fingerprint(sources)!r}\n\n"
+            f"MODELS = {pprint.pformat(entries, indent=1, width=99, compact=True, sort_dicts=False)}\n\n\n"
+            f'if __name__ == "__main__":\n'
+            f"    from deeparch.models.registry import write_figures\n"
+            f"    print(write_figures())\n")
+
+
+def write_figures() -> Path:
+    """Regenerate the committed table (atomically) and return its path."""
+    text = figures_source()  # before importing ..io, which decides no figure
+    from ..io import write_text
+    path = Path(__file__).resolve().parent / _TABLE
+    write_text(path, text)
+    sys.modules.pop(f"{__package__}.{_TABLE[:-3]}", None)  # the next read imports the new file
+    _committed.cache_clear()
+    return path

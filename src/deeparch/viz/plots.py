@@ -62,11 +62,30 @@ def plot_history(history: Any, path: str | os.PathLike, title: str | None = None
     return _save(fig, path, dpi)
 
 
-def plot_confusion(cm: Any, classes: Sequence[str] | None, path: str | os.PathLike,
-                   title: str | None = None, normalize: bool = False, dpi: int = 100) -> Path:
-    """The confusion matrix (rows: true class, columns: predicted) as a heat map with counts.
+def _fit_title(fig, ax, text: str) -> None:
+    """Set ``text`` as the axes title, wrapped at word boundaries until every line fits
+    inside the figure (a small figure for 2 or 3 classes cut a long title at both ends)."""
+    import textwrap
 
-    ``normalize=True`` shows each row as fractions of that class."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    width = max(len(line) for line in text.splitlines() or [""])
+    while True:
+        wrapped = "\n".join(textwrap.fill(line, width) for line in text.splitlines())
+        title = ax.set_title(wrapped)
+        fig.tight_layout()
+        box = title.get_window_extent(renderer)
+        inside = box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+        if inside or width <= 12:
+            return
+        # shrink in proportion to the overflow, by at least one character
+        width = max(12, min(width - 1, int(width * fig.bbox.width / box.width * 0.95)))
+
+
+def confusion_figure(cm: Any, classes: Sequence[str] | None = None, title: str | None = None,
+                     normalize: bool = False, dpi: int = 100):
+    """The matplotlib ``Figure`` that :func:`plot_confusion` saves."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -103,9 +122,17 @@ def plot_confusion(cm: Any, classes: Sequence[str] | None, path: str | os.PathLi
     ax.set_ylabel("true class")
     total = m.sum()
     acc = float(np.trace(m) / total) if total else 0.0
-    ax.set_title(title or f"confusion matrix (accuracy {acc:.2%}, {int(total)} samples)")
-    fig.tight_layout()
-    return _save(fig, path, dpi)
+    _fit_title(fig, ax, title or f"confusion matrix (accuracy {acc:.2%}, {int(total)} samples)")
+    return fig
 
 
-__all__ = ["plot_confusion", "plot_history"]
+def plot_confusion(cm: Any, classes: Sequence[str] | None, path: str | os.PathLike,
+                   title: str | None = None, normalize: bool = False, dpi: int = 100) -> Path:
+    """The confusion matrix (rows: true class, columns: predicted) as a heat map with counts.
+
+    ``normalize=True`` shows each row as fractions of that class. A title too long for the
+    figure is wrapped onto more lines."""
+    return _save(confusion_figure(cm, classes, title, normalize, dpi), path, dpi)
+
+
+__all__ = ["confusion_figure", "plot_confusion", "plot_history"]
