@@ -205,14 +205,15 @@ def _on_sigterm(signum, frame):
 
 def _stdout_log():
     """``print`` for the run's log lines that survives a reader who left (``train | head``):
-    training goes on, the rest of its lines go nowhere."""
+    training goes on, the rest of its lines go nowhere. API keywords in the lines (a
+    reader's note on resizing, say) are written as the command's flags."""
     state = {"closed": False}
 
     def log(line: str) -> None:
         if state["closed"]:
             return
         try:
-            print(line, flush=True)
+            print(cli_message(line), flush=True)      # notes name flags, not API keywords
         except BrokenPipeError:
             state["closed"] = True
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -282,7 +283,7 @@ def _overfit(args, changes: dict[str, Any]) -> int:
     from .train.run import build_model, load_data
     from .train.trainer import overfit_check
     cfg = make_config(**changes)
-    train, _, _ = load_data(args.data, args.data_dir, args.download)
+    train, _, _ = load_data(args.data, args.data_dir, args.download, _image_size(args.image_size))
     c, h, w = train.input_size
     size = _image_size(args.image_size)
     if size is not None:

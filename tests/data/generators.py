@@ -11,6 +11,7 @@ import io
 import pickle
 import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,140 @@ def folder_tar_gz(folder: Path, arcname: str) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(folder, arcname=arcname)
     return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- npz, Kaggle
+
+
+def write_npz(path: Path, images: np.ndarray, labels: np.ndarray | None = None,
+              classes=None, compressed: bool = False, **extra) -> Path:
+    """An .npz with ``images`` (and ``labels``, ``classes``), like ``save_augmented``."""
+    arrays = {"images": images, **extra}
+    if labels is not None:
+        arrays["labels"] = labels
+    if classes is not None:
+        arrays["classes"] = np.array(classes)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+    return path
+
+
+def write_kaggle_digits(folder: Path, n_train: int = 30, n_test: int = 10, seed: int = 0):
+    """Kaggle's digit-recognizer folder: ``train.csv`` (label,pixel0..pixel783), an
+    unlabeled ``test.csv`` (pixel0..pixel783) and ``sample_submission.csv``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = make_images(n_train, (1, 28, 28), seed), make_labels(n_train, 10, seed)
+    names = [f"pixel{i}" for i in range(784)]
+    with open(folder / "train.csv", "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["label"] + names)
+        for label, row in zip(y, x.reshape(n_train, -1)):
+            writer.writerow([int(label)] + row.tolist())
+    tx = make_images(n_test, (1, 28, 28), seed + 1)
+    with open(folder / "test.csv", "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(names)
+        for row in tx.reshape(n_test, -1):
+            writer.writerow(row.tolist())
+    (folder / "sample_submission.csv").write_text(
+        "ImageId,Label\n" + "".join(f"{i + 1},0\n" for i in range(n_test)))
+    return x, y
+
+
+# --------------------------------------------------------------------------- hostile files
+#
+# Bombs are built without ever holding their expanded size: deflate output for a block of
+# zeros after a full flush does not depend on what came before, so one compressed MiB of
+# zeros (~1 KB) is repeated. A test file of a few MB thus stands for GBs.
+
+_ZERO_BLOCK = 1 << 20
+
+
+def deflate_zeros(prefix: bytes, zeros: int, wbits: int = -15) -> bytes:
+    """A deflate stream (raw: wbits=-15, gzip: 31) of ``prefix`` then ``zeros`` zero
+    bytes (a multiple of 1 MiB). The gzip trailer's CRC covers only the first MiB, so a
+    reader that decompresses it all ends in a CRC error; a bounded one never gets there."""
+    if zeros % _ZERO_BLOCK:
+        raise ValueError("zeros must be a multiple of 1 MiB")
+    c = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    c.compress(bytes(_ZERO_BLOCK))
+    c.flush(zlib.Z_FULL_FLUSH)                          # the stream settles after one block
+    block = c.compress(bytes(_ZERO_BLOCK)) + c.flush(zlib.Z_FULL_FLUSH)
+    body = block * (zeros // _ZERO_BLOCK)
+    return head + body + c.flush(zlib.Z_FINISH)
+
+
+def zlib_zeros(n: int) -> bytes:
+    """A valid zlib stream of ``n`` zero bytes, built in memory proportional to n / 1000."""
+    full, rest = divmod(n, _ZERO_BLOCK)
+    body = deflate_zeros(b"", full * _ZERO_BLOCK)[:-2] if full else b""  # drop the final block
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    tail = c.compress(bytes(rest)) + c.flush(zlib.Z_FINISH)
+    adler = ((n % 65521) << 16) | 1                    # adler32 of n zero bytes
+    return b"\x78\xda" + body + tail + struct.pack(">I", adler)
+
+
+def png_bytes(pixels: np.ndarray, width: int | None = None, height: int | None = None,
+              idat: bytes | None = None) -> bytes:
+    """A PNG of ``pixels`` (H x W gray or H x W x 3 RGB, uint8 or uint16 = 16-bit).
+
+    ``width``/``height`` override the IHDR (a lying header), ``idat`` the compressed data.
+    """
+    pixels = np.asarray(pixels)
+    h, w = pixels.shape[:2]
+    color = 0 if pixels.ndim == 2 else {3: 2, 4: 6}[pixels.shape[2]]
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    if idat is None:
+        rows = pixels.astype(">u2" if depth == 16 else "u1").reshape(h, -1).view(np.uint8)
+        raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)
+        idat = zlib.compress(raw.tobytes())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width or w, height or h, depth, color, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def zip_bytes(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
+    """A zip archive from (name, stored data, method, crc32, declared file_size) members,
+    written by hand so that a test can make the directory lie."""
+    out, directory = b"", b""
+    for name, data, method, crc, file_size in members:
+        name_b = name.encode()
+        local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0, crc,
+                            len(data), file_size, len(name_b), 0)
+        directory += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0,
+                                 0, crc, len(data), file_size, len(name_b), 0, 0, 0, 0, 0,
+                                 len(out)) + name_b
+        out += local + name_b + data
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members),
+                      len(directory), len(out), 0)
+    return out + directory + end
+
+
+def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
+    """The .npy header (format 1.0) declaring ``shape`` and ``dtype``."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": dtype, "fortran_order": False, "shape": tuple(shape)})
+    return buffer.getvalue()
+
+
+def pickle_ops(*parts: bytes) -> bytes:
+    """A protocol-2 pickle assembled from raw opcode bytes (for hostile pickles)."""
+    return b"\x80\x02" + b"".join(parts) + b"."
+
+
+def pickle_reconstruct(shape: tuple[int, ...], dtype: bytes = b"b", state: bytes = b"") -> bytes:
+    """``numpy.core.multiarray._reconstruct(numpy.ndarray, shape, dtype)`` then BUILD with
+    the raw ``state`` opcodes (none: no BUILD), as a dict {'data': array, 'labels': []}."""
+    shape_ops = b"(" + b"".join(b"J" + struct.pack("<i", d) if d < 2**31 else
+                                b"\x8a\x08" + struct.pack("<q", d) for d in shape) + b"t"
+    array = (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + shape_ops +
+             b"U" + bytes([len(dtype)]) + dtype + b"\x87R" + state)
+    return pickle_ops(b"}(U\x04data", array, b"U\x06labels]u")

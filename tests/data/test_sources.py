@@ -366,13 +366,15 @@ def test_image_folder_rgb_round_trip(tmp_path):
     assert ds.classes == ["cat", "dog", "frog"] and ds.name == "pets"
 
 
-def test_image_folder_grayscale_and_default_size(tmp_path):
-    x, y = gen.write_image_folder(tmp_path / "g", mode="L", size=(32, 32))
+def test_image_folder_grayscale_keeps_its_own_size(tmp_path):
+    # no image_size: the images' own size (this used to be a silent resize to 32x32)
+    x, y = gen.write_image_folder(tmp_path / "g", mode="L", size=(20, 14))
     ds = load_dataset(tmp_path / "g")
     assert_same(ds, x, y)
-    assert ds.input_size == (1, 32, 32)
+    assert ds.input_size == (1, 20, 14) and ds.notes == []
     small = load_dataset(tmp_path / "g", image_size=8)
     assert small.input_size == (1, 8, 8)
+    assert small.notes == ["g: resized 12 of 12 images from 20x14 to 8x8 (image_size)"]
 
 
 def test_image_folder_mixed_modes_become_rgb(tmp_path):

@@ -106,3 +106,22 @@ def test_normalize():
     assert normalize(ds.images[0], mean, std).shape == (3, 5, 6)
     with pytest.raises(DataError, match="one value per channel"):
         normalize(ds.images, (0.5,), (0.5, 0.5))
+
+
+def test_groups_stay_on_one_side_of_every_split():
+    # 40 originals x 3 copies (copy-major, as augment --save --expand 3 writes them)
+    n, copies = 40, 3
+    labels = (torch.arange(n) % 4).repeat(copies)
+    groups = torch.arange(n).repeat(copies)
+    images = torch.randint(0, 255, (n * copies, 1, 4, 4), dtype=torch.uint8)
+    ds = ArrayDataset(images, labels, ["a", "b", "c", "d"], "expanded", groups=groups)
+    train, val = train_val_split(ds, 0.2, seed=3)
+    assert set(train.groups.tolist()).isdisjoint(val.groups.tolist())
+    assert len(train) + len(val) == len(ds) and len(val) == 8 * copies
+    assert torch.bincount(val.labels, minlength=4).tolist() == [6, 6, 6, 6]   # stratified
+    part = subset(ds, 30, seed=1)
+    assert len(part) == 30 and torch.bincount(part.groups).max() <= copies
+    assert all(torch.bincount(part.groups, minlength=n)[g] == copies for g in part.groups)
+    with pytest.raises(DataError, match="single original image"):
+        train_val_split(ArrayDataset(images[:3], labels[:3] * 0, ["a"], "one",
+                                     groups=torch.zeros(3, dtype=torch.int64)), 0.5)

@@ -41,15 +41,48 @@ def stratified_indices(labels: torch.Tensor, n: int, generator: torch.Generator)
 
 
 def _take(ds: ArrayDataset, index: torch.Tensor) -> ArrayDataset:
+    groups = getattr(ds, "groups", None)
     return dataclasses.replace(ds, images=ds.images[index], labels=ds.labels[index],
-                               classes=list(ds.classes))
+                               classes=list(ds.classes),
+                               groups=None if groups is None else groups[index])
 
 
 def _pick(ds: ArrayDataset, n: int, seed: int, stratified: bool) -> torch.Tensor:
     generator = torch.Generator().manual_seed(int(seed))
+    groups = getattr(ds, "groups", None)
+    if groups is not None:
+        return _pick_groups(ds.labels, groups, n, generator, stratified)
     if stratified:
         return stratified_indices(ds.labels, n, generator)
     return torch.randperm(len(ds), generator=generator)[:n].sort().values
+
+
+def _pick_groups(labels: torch.Tensor, groups: torch.Tensor, n: int,
+                 generator: torch.Generator, stratified: bool) -> torch.Tensor:
+    """Whole groups (the copies of one original image) holding ``round(n / copies)``
+    originals' worth of samples, chosen like single samples (by the label of each group's
+    first member), so that every copy of an image lands on the same side of a split."""
+    uniq, first, inverse = _groups(groups)
+    if len(uniq) < 2:
+        raise DataError("the data holds copies of a single original image (one group), so it "
+                        "cannot be split without testing on training images.")
+    want = max(1, min(len(uniq) - 1, int(round(n * len(uniq) / max(1, len(groups))))))
+    group_labels = labels[first]
+    if stratified:
+        chosen = stratified_indices(group_labels, want, generator)
+    else:
+        chosen = torch.randperm(len(uniq), generator=generator)[:want].sort().values
+    mask = torch.zeros(len(uniq), dtype=torch.bool)
+    mask[chosen] = True
+    return mask[inverse].nonzero().flatten()
+
+
+def _groups(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the distinct groups, the index of each one's first member, each sample's group)."""
+    uniq, inverse = torch.unique(groups, return_inverse=True)
+    first = torch.full((len(uniq),), len(groups), dtype=torch.int64)
+    first.scatter_reduce_(0, inverse, torch.arange(len(groups)), reduce="amin")
+    return uniq, first, inverse
 
 
 def train_val_split(ds: ArrayDataset, val_fraction: float = 0.2, seed: int = 13,
@@ -75,7 +108,9 @@ def train_val_split(ds: ArrayDataset, val_fraction: float = 0.2, seed: int = 13,
 
 
 def subset(ds: ArrayDataset, n: int, seed: int = 0, stratified: bool = True) -> ArrayDataset:
-    """``n`` samples of ``ds`` (stratified by label unless told otherwise), in original order."""
+    """``n`` samples of ``ds`` (stratified by label unless told otherwise), in original order.
+
+    A data set with ``groups`` gives whole groups, about ``n`` samples' worth."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DataError(f"a subset needs a positive whole number of samples, got {n!r}.")
     if n > len(ds):

@@ -211,20 +211,22 @@ def _is_path(data: str) -> bool:
     return _ALIASES.get(key, key) not in DATASETS
 
 
-def load_data(data: str, data_dir: str | None = None, download: bool = False):
+def load_data(data: str, data_dir: str | None = None, download: bool = False,
+              image_size: int | Sequence[int] | None = None):
     """(train, test, note) for a dataset name or path; a source without its own test split
-    (a CSV file, a plain image folder) gets a fixed stratified 80/20 split (seed 0)."""
+    (a CSV or .npz file, a plain image folder: the reader marks it ``whole``) gets a fixed
+    stratified 80/20 split (seed 0), by group where the data has groups (the copies of one
+    image made by pre-augmentation stay on one side)."""
     from ..data import load_dataset, train_val_split
 
     if data_dir is not None and Path(data_dir).expanduser().exists() \
             and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"the data folder {data_dir} is a file; give the folder that holds "
                         f"the named data sets.")
-    train = load_dataset(data, "train", root=data_dir, download=download)
-    test = load_dataset(data, "test", root=data_dir, download=download)
+    train = load_dataset(data, "train", root=data_dir, download=download, image_size=image_size)
+    test = load_dataset(data, "test", root=data_dir, download=download, image_size=image_size)
     note = None
-    if train.images.shape == test.images.shape and torch.equal(train.images, test.images) \
-            and torch.equal(train.labels, test.labels):
+    if test.whole:
         train, test = train_val_split(train, 0.2, seed=0, stratified=True)
         note = (f"{data} has no separate test split: holding out a fixed 20% "
                 f"({len(test)} images) as the test set")
@@ -275,7 +277,8 @@ def _load_recorded(run: dict[str, Any], config_path: Path):
     """The data of a stored run: a data path recorded in someone else's config.json may
     point anywhere, so a failure names the path but never quotes what the file holds."""
     try:
-        return load_data(run["data"], run.get("data_dir"), run.get("download", False))
+        return load_data(run["data"], run.get("data_dir"), run.get("download", False),
+                         run.get("image_size"))
     except DataError as exc:
         if not _is_path(run["data"]):
             raise
@@ -429,11 +432,13 @@ def _setup(spec: dict[str, Any], cfg: TrainConfig, fit_input: bool,
         _check_fingerprint(spec, "train", train, stored)
     else:
         train, test, note = load_data(spec["data"], spec.get("data_dir"),
-                                      spec.get("download", False))
+                                      spec.get("download", False), spec.get("image_size"))
     check_labels(train, test)
     prints = {"train": fingerprint(train)}
-    notes = [note] if note else []
-    notes += [n for n in getattr(train, "notes", ()) or () if n not in notes]
+    notes = []
+    for n in [*train.notes, *test.notes, *([note] if note else [])]:
+        if n not in notes:
+            notes.append(n)
     data_size = train.input_size
     c, h, w = data_size
     if spec.get("image_size"):
@@ -447,11 +452,14 @@ def _setup(spec: dict[str, Any], cfg: TrainConfig, fit_input: bool,
         model, size, note = build_model(spec["model"], train.num_classes, (c, h, w),
                                         spec.get("model_options"), seed=cfg.seed,
                                         fit_input=fit_input)
-    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
-        if stored is None or isinstance(exc, DeeparchError):
+    except (DeeparchError, TypeError, ValueError, RuntimeError, OverflowError,
+            MemoryError) as exc:
+        if stored is None:
             raise
+        why = (str(exc).splitlines()[0].rstrip(".") if isinstance(exc, DeeparchError)
+               else f"{type(exc).__name__}; the run folder is damaged")
         raise CheckpointError(f"the model recorded in {stored / 'config.json'} cannot be built "
-                              f"({type(exc).__name__}); the run folder is damaged.") from None
+                              f"({why}).") from None
     if note:
         notes.append(note)
     if stored is None and spec.get("image_size") and tuple(size[1:]) != (h, w):
