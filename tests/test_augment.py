@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deeparch.data.augment import (IMAGENET_PCA_EIGVALS, IMAGENET_PCA_EIGVECS, PRESETS,
                                    Augment, AugmentParams, affine_matrices,
@@ -321,6 +323,56 @@ def test_bad_specs_raise_data_error_naming_the_key(spec, word):
     assert isinstance(info.value, DeeparchError)
     if word == "rotashun":
         assert "rotation" in str(info.value) and "slides" in str(info.value)
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("rotation=nan", "rotation_range=nan"), ("rotation=inf", "rotation_range=inf"),
+    ("rotation=-5", "rotation_range=-5"), ("rotation=1" + "0" * 400, "rotation_range=1000"),
+    ("rotation=" + "9" * 5000, "rotation_range=inf"), ("shift=-0.1", "width_shift_range"),
+    ("shift=1e300", "65,536"), ("shift=" + "9" * 30, "65,536"), ("crop=" + "9" * 30, "65,536"),
+    ("cutout=" + "9" * 30, "65,536"), ("cutout=4,cutout_count=1000000000", "from 1 to 100"),
+    ("zoom=0.5:1e300", "zoom_range"), ("zoom=0:1", "zoom_range"), ("pca=1e9", "pca_color"),
+    ("cval=1e308", "cval"), ("channel_shift=inf", "channel_shift_range"),
+    ("rotation=8,,hflip", "empty item"), ("rotation=8,", "empty item"), (",", "empty item"),
+    ("slides,none", "'none'"), ("=3", "unknown augmentation option ''"),
+    ("x" * 10_000 + "=1", "unknown augmentation option"),
+])
+def test_bad_spec_values_are_one_sentence(spec, words):
+    with pytest.raises(DataError) as info:
+        augment_from_spec(spec)
+    msg = str(info.value)
+    assert words in msg and "\n" not in msg and len(msg) < 700
+
+
+def test_spec_whitespace_and_none_are_the_identity_and_seeds_are_checked():
+    assert not augment_from_spec("  ").enabled and not augment_from_spec(" None ").enabled
+    for bad in (-1, 2 ** 64, 10 ** 30, 1.5, True):
+        with pytest.raises(DataError, match="seed"):
+            augment_from_spec("hflip", seed=bad)
+    assert augment_from_spec("hflip", seed=2 ** 64 - 1).seed == 2 ** 64 - 1
+
+
+SPEC_KEYS = ["rotation", "shift", "wshift", "hshift", "shear", "zoom", "hflip", "vflip", "fill",
+             "interp", "crop", "channel_shift", "color_shift", "pca", "cutout", "cutout_count",
+             "cval", "slides", "cifar", "none", "bogus", ""]
+SPEC_VALUES = ["", "0", "1", "3", "0.5", "-1", "1e9", "nan", "inf", "99999999999999999999",
+               "0.9:1.1", ":", "constant", "wrap", "true", "maybe"]
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from(SPEC_KEYS), st.sampled_from(SPEC_VALUES),
+                          st.booleans()), max_size=4), st.text(max_size=20))
+def test_any_spec_gives_an_augment_or_a_data_error(items, junk):
+    """Whatever the spec, a DataError or a module that augments a small batch, in bounded
+    memory and time (pca needs fit(): DataError too)."""
+    spec = ",".join(f"{k}={v}" if eq else k for k, v, eq in items)
+    for text in (spec, spec + junk):
+        try:
+            aug = augment_from_spec(text, seed=0)
+            out = aug(torch.rand(2, 3, 8, 8))
+        except DataError:
+            continue
+        assert out.shape == (2, 3, 8, 8)
 
 
 # ----------------------------------------------------------------- pre-augmentation

@@ -55,3 +55,42 @@ def test_whole_model_explanation_covers_every_row():
     assert len(ex.layers) == len(deeparch.summary("lenet5").layers)
     assert "params:  6 x (5 x 5 x 1) + 6 = 156" in ex.text()
     assert "params:  84 x 10 + 10 = 850" in ex.text()
+
+
+def test_published_totals_are_quoted_with_their_own_source():
+    """VGG-16's card says 'torchvision ...; paper: 138M': 138M is the parameter count, so it
+    belongs on the parameters line only, not under the mult-adds."""
+    ex = deeparch.explain("vgg16")
+    params = [n for n in ex.notes if n.startswith("published parameters")][0]
+    macs = [n for n in ex.notes if n.startswith("published mult-adds")][0]
+    assert "paper: 138M" in params and "138M" not in macs
+    assert "torchvision reference implementation" in macs
+
+
+@pytest.mark.parametrize("source,params,macs,want_p,want_m", [
+    ("torchvision reference implementation: 7,978,856 parameters, 2.83 GFLOPS",
+     7_978_856, 2_834_161_664, "torchvision reference implementation: 7,978,856 parameters",
+     "torchvision reference implementation: 2.83 GFLOPS"),
+    ("params: torchvision num_params (exact); mult-adds: torchvision 0.386 GFLOPS at 224 "
+     "(rounded); paper Table 2: 5.3M, 0.39B", 5_288_548, 386_000_000,
+     "torchvision num_params (exact); paper Table 2: 5.3M",
+     "torchvision 0.386 GFLOPS at 224 (rounded); paper Table 2: 0.39B"),
+    ("torchvision reference implementation (num_params exact; GFLOPS = conv + fc mult-adds): "
+     "1.814 GFLOPS (the paper's Table 1 counts the stride on the 1x1)", 11_689_512,
+     1_814_073_344, "torchvision reference implementation (num_params exact; GFLOPS = conv + "
+     "fc mult-adds)", "torchvision reference implementation (num_params exact; GFLOPS = conv "
+     "+ fc mult-adds): 1.814 GFLOPS (the paper's Table 1 counts the stride on the 1x1)"),
+    ("crash course's layer-by-layer counts (156 + 2,416); mult-adds: 28*28*6*25 + 84*10",
+     61_706, 416_520, "crash course's layer-by-layer counts (156 + 2,416)",
+     "28*28*6*25 + 84*10"),
+])
+def test_source_is_split_by_quantity(source, params, macs, want_p, want_m):
+    from deeparch.inspect.explain import source_by_quantity
+    assert source_by_quantity(source, params, macs) == {"params": want_p, "macs": want_m}
+
+
+def test_rows_after_the_dense_layers_see_the_whole_input():
+    ex = deeparch.explain("vgg16", layer=["fc8", "block5.pool"])
+    text = ex.text()
+    assert "receptive field:  the whole input (224x224)" in text.split("fc8")[1]
+    assert "= 212;  jump 16 x 2 = 32" in text

@@ -82,7 +82,10 @@ def test_users_own_module_with_residual_concat_functional_and_shared_layers():
     assert add.output_shape == [8, 16, 16] and add.receptive_field == 5
     # receptive field through the branch: conv3 -> conv3 = 5; the cat keeps the larger one
     assert s.layers[4].receptive_field == 5
-    assert s.layers[-2].receptive_field == 5 + 15 * 1
+    # the global pool sees the whole 16x16 input, and so does what follows it
+    assert [(r.receptive_field, r.jump, r.whole_input) for r in s.layers[-2:]] == [
+        (16, 16, True), (16, 16, True)]
+    assert s.receptive_field == 5 and s.output_receptive_field == 16
 
 
 def test_receptive_field_and_jump_of_vgg16():
@@ -90,6 +93,52 @@ def test_receptive_field_and_jump_of_vgg16():
     pools = [r for r in s.layers if r.type == "MaxPool2d"]
     assert [(r.receptive_field, r.jump) for r in pools] == [
         (6, 2), (16, 4), (44, 8), (100, 16), (212, 32)]
+
+
+@pytest.mark.parametrize("name,feature_rf", [("vgg16", 212), ("resnet18", 435)])
+def test_total_receptive_field_agrees_with_the_last_rows(name, feature_rf):
+    """The footer names the last feature map's receptive field (the paper's figure) and
+    that the output sees the whole input, which is what the rows after the global pooling /
+    the dense layers show: the whole 224x224 input, one output per image."""
+    s = deeparch.summary(name)
+    last_map = [r for r in s.layers if r.spatial and not r.whole_input][-1]
+    assert s.receptive_field == last_map.receptive_field == feature_rf
+    tail = s.layers[s.layers.index(last_map) + 1:]
+    whole = [r for r in tail if r.whole_input]
+    assert whole and whole[-1] is s.layers[-1]
+    assert all((r.receptive_field, r.jump) == (224, 224) for r in whole)
+    assert s.output_receptive_field == 224 and s.sees_whole_input
+    assert (f"Receptive field: {feature_rf} (last feature map); the output sees the whole "
+            "224x224 input") in s.render("table")
+
+
+def test_a_squeeze_excitation_gate_does_not_inflate_the_receptive_field():
+    """The SE gate (global pool -> 1x1 convs -> sigmoid) is broadcast over the map: the map
+    after ``x * gate`` keeps the receptive field and jump of its own spatial path."""
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Conv2d(4, 4, 1)
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            gate = torch.sigmoid(self.fc(F.adaptive_avg_pool2d(y, 1)))
+            return self.conv2(y * gate)
+
+    s = deeparch.summary(SE(), input_size=(4, 32, 32))
+    by = {r.type if r.functional else r.name: r for r in s.layers}
+    assert by["fc"].whole_input and by["fc"].receptive_field == 32
+    assert (by["mul"].receptive_field, by["mul"].jump, by["mul"].whole_input) == (3, 1, False)
+    assert by["conv2"].receptive_field == 5 == s.receptive_field == s.output_receptive_field
+    assert "Receptive field: 5\n" in s.render("table") + "\n"
+
+
+def test_fully_convolutional_output_keeps_the_map_receptive_field():
+    s = deeparch.summary("INPUT(32x32x3) -> CONV3-8 -> POOL2 -> CONV3-8")
+    assert s.receptive_field == s.output_receptive_field == 3 + 1 + 2 * 2
+    assert not s.sees_whole_input and s.render("table").rstrip().endswith("Receptive field: 8")
 
 
 def test_activation_memory_counts_new_tensors_only():
@@ -145,6 +194,42 @@ def test_renderers():
 def test_bad_input_sizes(bad):
     with pytest.raises(InputSizeError):
         parse_input_size(bad)
+
+
+@pytest.mark.parametrize("bad,words", [
+    ("3,99999999999,99999999999", "larger than the limit of 65,536"),
+    ("3,1000000000000000000000000000000,4", "31 digits"),
+    ("3," + "9" * 5000 + ",4", "5000 digits"),
+    ("200000,8,8", "200,000 channels; the limit is 100,000"),
+    ("3,65536,65536", "the limit is 4,294,967,296"),
+    ((3, 10 ** 30, 4), "larger than the limit"),
+    ((3, float("inf"), 4), "not whole numbers"),
+    ((3, 22.5, 4), "not whole numbers"),
+    ((3, True, 4), "not whole numbers"),
+])
+def test_absurd_input_sizes_are_one_sentence(bad, words):
+    with pytest.raises(InputSizeError) as info:
+        parse_input_size(bad)
+    msg = str(info.value)
+    assert words in msg and "\n" not in msg and len(msg) < 200
+
+
+def test_absurd_input_sizes_through_summary_and_modules():
+    with pytest.raises(InputSizeError, match="65,536"):
+        deeparch.summary("vgg16", input_size="3,99999999999,99999999999")
+    m = nn.Sequential(nn.Conv2d(3, 4, 3))
+    m.input_size = (3, 10 ** 12, 10 ** 12)           # a size carried by the module itself
+    with pytest.raises(InputSizeError):
+        deeparch.summary(m)
+    from deeparch.inspect.trace import run_trace
+    with pytest.raises(InputSizeError):
+        run_trace(m, (3, 2 ** 40, 4))
+
+
+def test_large_but_sane_input_sizes_still_work():
+    s = deeparch.summary("vgg16", input_size="3,4096,4096")
+    assert s.output_shape == [1000] and s.input_size == (3, 4096, 4096)
+    assert parse_input_size("1,65536,65536") == (1, 65536, 65536)
 
 
 def test_impossible_geometry_names_the_layer():

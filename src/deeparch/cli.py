@@ -331,6 +331,14 @@ def cmd_augment(args) -> int:
         raise DataError("deeparch augment needs --preview PNG (a picture of the augmentation) "
                         "and/or --expand N --save FILE.npz (pre-augmentation).")
     aug = augment_from_spec(args.augment, seed=args.seed)
+    if args.preview:                   # bad numbers are refused before any data is read
+        from .viz.grid import check_preview
+        check_preview(args.n, args.samples, seed=args.seed)
+    if args.save and args.expand is None:
+        raise DataError("--save needs --expand N, the number of copies (1 = the originals).")
+    if args.expand is not None and args.expand < 1:
+        raise DataError(f"--expand must be a whole number >= 1 (1 = the originals), got "
+                        f"{args.expand}.")
     ds = load_dataset(args.data, args.split, root=args.data_dir)
     if args.preview:
         from .viz.grid import preview
@@ -339,10 +347,8 @@ def cmd_augment(args) -> int:
                        seed=args.seed)
         print(f"preview: {path}")
     if args.save:
-        if args.expand is None:
-            raise DataError("--save needs --expand N, the number of copies (1 = the originals).")
         images, labels = pre_augment(ds.images, ds.labels, aug, args.expand, seed=args.seed,
-                                     path=args.save)
+                                     path=args.save, classes=ds.classes, groups=ds.groups)
         print(f"pre-augmented {len(ds)} -> {len(images)} images: {args.save}")
     return 0
 
@@ -389,7 +395,8 @@ def flag_for(dest: str) -> str:
 def _message_patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
     table = _flags()
     names = sorted((n for n in table if len(n) > 1), key=len, reverse=True)
-    alt = "|".join(map(re.escape, names))
+    # one-letter names (augment's --n) only in the name=value form
+    alt = "|".join(map(re.escape, names + sorted(n for n in table if len(n) == 1)))
     # a switch that stores False (--last-weights: restore_best=False) names the opposite
     said = [n for n in names if table[n].const is not False]
     ident = "|".join(re.escape(n) for n in said if "_" in n)

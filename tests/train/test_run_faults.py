@@ -466,3 +466,29 @@ def test_api_errors_are_typed(finished, tmp_path):
         runmod.train(PATTERN, "digits", finished, epochs=1)
     with pytest.raises(CheckpointError):
         runmod.resume(finished, checkpoint="middle")
+
+
+# --------------------------------------------------------------------------- first contact
+
+def test_an_expanded_npz_trains_and_never_tests_on_copies(tmp_path, capsys):
+    npz = tmp_path / "digits_x3.npz"
+    assert main(["augment", "--data", "digits", "--augment", "rotation=10", "--expand", "3",
+                 "--save", str(npz)]) == 0
+    train, test, note = runmod.load_data(str(npz))
+    assert "holding out" in note and train.classes == [str(i) for i in range(10)]
+    assert set(train.groups.tolist()).isdisjoint(test.groups.tolist())
+    assert len(test) % 3 == 0 and torch.bincount(test.groups).max() == 3   # whole groups
+    from deeparch.train.config import TrainConfig
+    from deeparch.train.trainer import split_data
+    fit_part, val = split_data(train, TrainConfig(val_split=0.2))
+    assert set(fit_part.groups.tolist()).isdisjoint(val.groups.tolist())
+    out = tmp_path / "run"
+    assert main(["train", PATTERN, "--data", str(npz), "--out", str(out), "--epochs", "1",
+                 "--no-progress"]) == 0
+    assert _cfg(out)["samples"]["test"] == len(test)
+    capsys.readouterr()
+    for bad in (["--expand", "0", "--save", str(tmp_path / "z.npz")], ["--preview", "p.png", "--n", "0"]):
+        assert main(["augment", "--data", "digits", "--augment", "rotation=10", *bad]) == 2
+        err = _one_sentence(capsys.readouterr().err)
+        assert ("--expand" in err or "--n" in err or " n " in err), err
+    assert not (tmp_path / "z.npz").exists()

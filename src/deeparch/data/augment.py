@@ -74,7 +74,30 @@ __all__ = [
     "pre_augment",
     "save_augmented",
     "load_augmented",
+    "PRE_AUGMENT_MAX_BYTES",
+    "check_pre_augment",
 ]
+
+# -- bounds -------------------------------------------------------------------------------
+PRE_AUGMENT_MAX_BYTES = 8 * 2 ** 30
+"""The largest data set :func:`pre_augment` makes: 8 GiB (a third of this 24 GiB machine;
+80 copies of CIFAR-10's 50,000 uint8 images), checked from the sizes before anything is
+allocated. The result is written in place into one tensor, so this is also its peak memory."""
+
+MAX_PIXELS = 65_536
+"""Shifts in pixels, crop padding and cutout sides: no image is larger than 65536 pixels."""
+
+MAX_CUTOUT_COUNT = 100
+"""Cutout squares per image (DeVries & Taylor use one)."""
+
+MAX_ZOOM = 100.0
+"""The largest zoom factor of a (lo, hi) zoom range: 100x zoom out leaves a dot."""
+
+MAX_PCA_SIGMA = 10.0
+"""The largest PCA-lighting sigma (100x AlexNet's 0.1)."""
+
+MAX_INTENSITY = 1e6
+"""The largest channel shift and |cval|, in the tensor's own scale (255 for uint8)."""
 
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 INTERPOLATIONS = ("bilinear", "nearest")
@@ -201,14 +224,18 @@ def affine_matrices(params: AugmentParams, height: int, width: int,
 # --------------------------------------------------------------------------- options
 
 def _bad(name: str, allowed: str, value: Any) -> DataError:
-    return DataError(f"augmentation option {name}={value!r} is invalid: it must be {allowed}.")
+    return DataError(f"augmentation option {name}={_short(repr(value))} is invalid: it must be "
+                     f"{allowed}.")
 
 
 def _number(name: str, value: Any, allowed: str, *, lo: float = 0.0,
             lo_open: bool = False, hi: float = math.inf, hi_open: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise _bad(name, allowed, value)
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:       # an int with hundreds of digits
+        raise _bad(name, allowed, value) from None
     if not math.isfinite(v) or v < lo or (lo_open and v == lo) or v > hi or (hi_open and v == hi):
         raise _bad(name, allowed, value)
     return v
@@ -216,10 +243,25 @@ def _number(name: str, value: Any, allowed: str, *, lo: float = 0.0,
 
 def _shift(name: str, value: Any) -> tuple[float, bool]:
     """Keras shift range -> (range, integer pixels?)."""
-    allowed = "a number >= 0 (a fraction of the size if < 1, pixels if >= 1)"
-    v = _number(name, value, allowed)
+    allowed = (f"a number >= 0 (a fraction of the size if < 1, pixels up to {MAX_PIXELS:,} "
+               "if >= 1)")
+    v = _number(name, value, allowed, hi=MAX_PIXELS, hi_open=False)
     is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     return v, is_int
+
+
+def _whole(name: str, value: Any, lo: int, hi: int, unit: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise _bad(name, f"a whole number{unit} from {lo} to {hi:,}", value)
+    return int(value)
+
+
+def _seed(name: str, seed: Any) -> int:
+    """A seed for ``torch.Generator.manual_seed``: a whole number in [0, 2**64)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= int(seed) < 2 ** 64:
+        raise _bad(name, "a whole number from 0 to 2**64 - 1", seed)
+    return int(seed)
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -306,17 +348,17 @@ class Augment(nn.Module):
         if fill_mode not in FILL_MODES:
             raise _bad("fill_mode", "one of " + ", ".join(map(repr, FILL_MODES)), fill_mode)
         self.fill_mode = fill_mode
-        self.cval = _number("cval", cval, "a finite number", lo=-math.inf)
+        self.cval = _number("cval", cval, f"a number from -{MAX_INTENSITY:g} to {MAX_INTENSITY:g}",
+                            lo=-MAX_INTENSITY, hi=MAX_INTENSITY, hi_open=False)
         if interpolation not in INTERPOLATIONS:
             raise _bad("interpolation", "one of " + ", ".join(map(repr, INTERPOLATIONS)),
                        interpolation)
         self.interpolation = interpolation
-        if isinstance(random_crop, bool) or not isinstance(random_crop, (int, np.integer)) \
-                or random_crop < 0:
-            raise _bad("random_crop", "a whole number of pixels >= 0", random_crop)
-        self.random_crop = int(random_crop)
-        self.channel_shift_range = _number("channel_shift_range", channel_shift_range,
-                                           "a number >= 0 (in the tensor's own scale)")
+        self.random_crop = _whole("random_crop", random_crop, 0, MAX_PIXELS, " of pixels")
+        self.channel_shift_range = _number(
+            "channel_shift_range", channel_shift_range,
+            f"a number from 0 to {MAX_INTENSITY:g} (in the tensor's own scale)",
+            hi=MAX_INTENSITY, hi_open=False)
         self.channel_shift_per_channel = _flag("channel_shift_per_channel",
                                                channel_shift_per_channel)
         if pca_color is True:
@@ -324,12 +366,10 @@ class Augment(nn.Module):
         elif pca_color is False:
             pca_color = 0.0
         self.pca_color = _number("pca_color", pca_color,
-                                 "a standard deviation >= 0 (AlexNet used 0.1)")
-        for name, v, lo in (("cutout", cutout, 0), ("cutout_count", cutout_count, 1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise _bad(name, f"a whole number >= {lo}", v)
-        self.cutout = int(cutout)
-        self.cutout_count = int(cutout_count)
+                                 f"a standard deviation from 0 to {MAX_PCA_SIGMA:g} (AlexNet "
+                                 "used 0.1)", hi=MAX_PCA_SIGMA, hi_open=False)
+        self.cutout = _whole("cutout", cutout, 0, MAX_PIXELS, " of pixels")
+        self.cutout_count = _whole("cutout_count", cutout_count, 1, MAX_CUTOUT_COUNT)
         self.register_buffer("pca_eigvals", None)
         self.register_buffer("pca_eigvecs", None)
         if pca_eigen is not None:
@@ -342,12 +382,15 @@ class Augment(nn.Module):
     # ----------------------------------------------------------------- set-up
     @staticmethod
     def _zoom(zoom_range: Any) -> tuple[float, float]:
-        allowed = "a number z in [0, 1) meaning [1-z, 1+z], or a pair (lo, hi) with 0 < lo <= hi"
+        allowed = ("a number z in [0, 1) meaning [1-z, 1+z], or a pair (lo, hi) with "
+                   f"0 < lo <= hi <= {MAX_ZOOM:g}")
         if isinstance(zoom_range, (list, tuple)):
             if len(zoom_range) != 2:
                 raise _bad("zoom_range", allowed, zoom_range)
-            lo = _number("zoom_range", zoom_range[0], allowed, lo_open=True)
-            hi = _number("zoom_range", zoom_range[1], allowed, lo_open=True)
+            lo = _number("zoom_range", zoom_range[0], allowed, lo_open=True, hi=MAX_ZOOM,
+                         hi_open=False)
+            hi = _number("zoom_range", zoom_range[1], allowed, lo_open=True, hi=MAX_ZOOM,
+                         hi_open=False)
             if lo > hi:
                 raise _bad("zoom_range", allowed, zoom_range)
             return lo, hi
@@ -356,10 +399,8 @@ class Augment(nn.Module):
 
     def manual_seed(self, seed: int) -> "Augment":
         """Restart this module's random sequence from ``seed``."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise _bad("seed", "an integer", seed)
-        self.seed = int(seed)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = _seed("seed", seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
         return self
 
     def set_pca(self, eigvals: Any, eigvecs: Any) -> "Augment":
@@ -615,13 +656,18 @@ def _grid(coef: Tensor, h: int, w: int, like: Tensor) -> Tensor:
 
 
 def _cutout_mask(centres: Tensor, size: int, h: int, w: int) -> Tensor:
-    """(N, 1, H, W) bool: union of the squares of side ``size`` around ``centres``."""
+    """(N, 1, H, W) bool: union of the squares of side ``size`` around ``centres``.
+
+    One square at a time, so the memory is one mask whatever the number of squares."""
     start = centres - size // 2                                # (N, K, 2)
     rows = torch.arange(h, device=centres.device)
     cols = torch.arange(w, device=centres.device)
     in_r = (rows >= start[..., 0:1]) & (rows < start[..., 0:1] + size)   # (N, K, H)
     in_c = (cols >= start[..., 1:2]) & (cols < start[..., 1:2] + size)   # (N, K, W)
-    return (in_r.unsqueeze(-1) & in_c.unsqueeze(-2)).any(dim=1, keepdim=True)
+    mask = in_r[:, 0, :, None] & in_c[:, 0, None, :]
+    for k in range(1, centres.shape[1]):
+        mask |= in_r[:, k, :, None] & in_c[:, k, None, :]
+    return mask.unsqueeze(1)
 
 
 def _check_batch(x: Tensor, where: str) -> None:
@@ -642,7 +688,8 @@ def _as_batch(images: Any, where: str) -> Tensor:
 
 def pre_augment(images: Any, labels: Any, augment: Augment, times: int,
                 seed: int | None = None, *, include_original: bool = True,
-                batch_size: int = 1024, path: str | os.PathLike | None = None
+                batch_size: int = 1024, path: str | os.PathLike | None = None,
+                classes: Sequence[str] | None = None, groups: Any = None
                 ) -> tuple[Tensor, Tensor | None]:
     """Pre-augmentation: expand a data set ``times`` times, once.
 
@@ -650,39 +697,99 @@ def pre_augment(images: Any, labels: Any, augment: Augment, times: int,
     originals when ``include_original`` (the default), every other copy is a fresh
     random augmentation of every image. ``seed`` gives a reproducible expansion
     (``None`` uses ``augment``'s own generator). With ``path`` the result is also
-    saved (see :func:`save_augmented`).
+    saved (see :func:`save_augmented`) with ``classes`` and the group of every image
+    (:func:`expanded_groups`: which original it was made from), so that a split of the
+    saved file never tests on a copy of a training image.
     """
     x = _as_batch(images, "pre_augment")
     y = None if labels is None else torch.as_tensor(labels)
-    if y is not None and y.shape[0] != x.shape[0]:
-        raise DataError(f"pre_augment got {x.shape[0]} images but {y.shape[0]} labels.")
-    if isinstance(times, bool) or not isinstance(times, (int, np.integer)) or times < 1:
-        raise _bad("times", "a whole number >= 1", times)
-    g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    if y is not None and (y.dim() == 0 or y.shape[0] != x.shape[0]):
+        raise DataError(f"pre_augment got {x.shape[0]} images but "
+                        f"{y.shape[0] if y.dim() else 'no'} labels.")
+    times = check_pre_augment(x.shape, x.element_size(), times,
+                              0 if y is None else y.numel() * y.element_size())
+    batch_size = _whole("batch_size", batch_size, 1, 2 ** 31)
+    g = torch.Generator().manual_seed(_seed("seed", seed)) if seed is not None else None
     n, c, h, w = x.shape
-    copies = []
-    for k in range(int(times)):
+    # one tensor, filled copy by copy: the peak memory is the result plus one batch
+    try:
+        out_x = torch.empty((times * n, c, h, w), dtype=x.dtype, device=x.device)
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower():
+            raise
+        raise DataError(f"there is not enough memory to pre-augment {n:,} images {times:,} "
+                        f"times ({_human_bytes(times * n * c * h * w * x.element_size())}); "
+                        "expand fewer times.") from None
+    for k in range(times):
+        part = out_x[k * n:(k + 1) * n]
         if (k == 0 and include_original) or not augment.enabled or n == 0:
-            copies.append(x.clone())
+            part.copy_(x)
             continue
         # one draw for the whole copy, so the result does not depend on batch_size
         params = augment.sample(n, h, w, c, generator=g)
-        copies.append(torch.cat([augment.apply(x[i:i + batch_size], params[i:i + batch_size])
-                                 for i in range(0, n, batch_size)]))
-    out_x = torch.cat(copies)
-    out_y = None if y is None else y.repeat(int(times), *([1] * (y.dim() - 1)))
+        for i in range(0, n, batch_size):
+            part[i:i + batch_size] = augment.apply(x[i:i + batch_size],
+                                                   params[i:i + batch_size])
+    out_y = None if y is None else y.repeat(times, *([1] * (y.dim() - 1)))
     if path is not None:
-        save_augmented(path, out_x, out_y)
+        save_augmented(path, out_x, out_y, groups=expanded_groups(n, times, groups),
+                       classes=classes)
     return out_x, out_y
 
 
-def save_augmented(path: str | os.PathLike, images: Tensor,
-                   labels: Tensor | None = None) -> Path:
-    """Write images (and labels) to an ``.npz`` file, atomically."""
+def expanded_groups(n: int, times: int, groups: Any = None) -> Tensor:
+    """The group of each image of a ``times``-fold expansion of ``n`` images (copy-major,
+    as :func:`pre_augment` lays them out): the index of its original, or the original's
+    own group when the data set already had groups."""
+    base = torch.arange(n, dtype=torch.int64) if groups is None else \
+        torch.as_tensor(groups).to(torch.int64)
+    if base.shape != (n,):
+        raise DataError(f"pre_augment got {tuple(base.shape)} groups for {n} images; give one "
+                        f"group per image.")
+    return base.repeat(int(times))
+
+
+def check_pre_augment(shape: Sequence[int], bytes_per_value: int, times: Any,
+                      label_bytes: int = 0) -> int:
+    """``times`` as an int, if expanding ``shape`` (N, C, H, W) that many times stays within
+    :data:`PRE_AUGMENT_MAX_BYTES`; otherwise a :class:`DataError` saying so. Cheap: call it
+    before loading anything (the CLI's ``--expand``)."""
+    if isinstance(times, bool) or not isinstance(times, (int, np.integer)) or times < 1:
+        raise DataError(f"pre_augment times={_short(repr(times))} (--expand) is invalid: it must "
+                        "be a whole number >= 1, the number of copies (1 = the originals).")
+    times = int(times)
+    per_copy = math.prod(int(v) for v in shape) * int(bytes_per_value) + int(label_bytes)
+    total = per_copy * times
+    if total > PRE_AUGMENT_MAX_BYTES:
+        n = int(shape[0])
+        raise DataError(f"pre-augmenting {n:,} images {times:,} times would take "
+                        f"{_human_bytes(total)}, more than the limit of "
+                        f"{_human_bytes(PRE_AUGMENT_MAX_BYTES)} (PRE_AUGMENT_MAX_BYTES); "
+                        f"expand at most {max(PRE_AUGMENT_MAX_BYTES // max(per_copy, 1), 0):,} "
+                        "times, or augment online while training.")
+    return times
+
+
+def _human_bytes(n: int) -> str:
+    for unit, size in (("PiB", 2 ** 50), ("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20),
+                       ("KiB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+def save_augmented(path: str | os.PathLike, images: Tensor, labels: Tensor | None = None, *,
+                   groups: Tensor | None = None, classes: Sequence[str] | None = None) -> Path:
+    """Write images (and labels, groups, class names) to an ``.npz`` file, atomically;
+    ``deeparch train --data FILE.npz`` reads it (no pickles)."""
     target = Path(path)
     arrays = {"images": torch.as_tensor(images).detach().cpu().numpy()}
     if labels is not None:
         arrays["labels"] = torch.as_tensor(labels).detach().cpu().numpy()
+    if groups is not None:
+        arrays["groups"] = torch.as_tensor(groups).detach().cpu().to(torch.int64).numpy()
+    if classes is not None:
+        arrays["classes"] = np.array([str(c) for c in classes], dtype=np.str_)
     with atomic_path(target, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -738,6 +845,10 @@ def _spec_keys() -> str:
     return ", ".join(short + list(_KERAS_KEYS))
 
 
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
 def _parse_value(key: str, raw: str | None) -> Any:
     if key in _FLAGS:
         if raw is None:
@@ -747,8 +858,8 @@ def _parse_value(key: str, raw: str | None) -> Any:
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise DataError(f"augmentation option {key}={raw!r} is invalid: it must be true or "
-                        "false (or the bare key).")
+        raise DataError(f"augmentation option {key}={_short(repr(raw))} is invalid: it must be "
+                        "true or false (or the bare key).")
     if key == "pca_color" and raw is None:
         return 0.1
     if raw is None or raw.strip() == "":
@@ -765,7 +876,7 @@ def _parse_value(key: str, raw: str | None) -> Any:
     try:
         return float(raw)
     except ValueError:
-        raise DataError(f"augmentation option {key}={raw!r} is invalid: it must be a "
+        raise DataError(f"augmentation option {key}={_short(repr(raw))} is invalid: it must be a "
                         "number.") from None
 
 
@@ -784,9 +895,15 @@ def augment_from_spec(spec: str | None, seed: int | None = None) -> Augment:
         spec = ""
     if not isinstance(spec, str):
         raise DataError(f"an augmentation spec must be a string, got {type(spec).__name__}.")
+    if spec.strip().lower() in ("", "none"):
+        return Augment(seed=seed)
     for item in (s.strip() for s in spec.split(",")):
-        if not item or item.lower() == "none":
-            continue
+        if not item:
+            raise DataError(f"the augmentation spec {_short(spec)!r} has an empty item (two "
+                            "commas, or one at an end); write options like rotation=8,hflip.")
+        if item.lower() == "none":
+            raise DataError(f"'none' in {_short(spec)!r} must stand alone: it means no "
+                            "augmentation.")
         name, eq, raw = item.partition("=")
         name = name.strip().lower().replace("-", "_")
         if not eq and name in PRESETS:
@@ -794,7 +911,8 @@ def augment_from_spec(spec: str | None, seed: int | None = None) -> Augment:
             continue
         key = _ALIASES.get(name, name)
         if key not in _KERAS_KEYS and key not in ("shift", "color_shift"):
-            raise DataError(f"unknown augmentation option {name!r} in {spec!r}; known options "
+            raise DataError(f"unknown augmentation option {_short(name)!r} in {_short(spec)!r}; "
+                            f"known options "
                             f"are {_spec_keys()}, and the presets {', '.join(PRESETS)}.")
         value = _parse_value(key if key not in ("shift", "color_shift") else key,
                              raw if eq else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from dataclasses import dataclass, field
 
 from ..errors import ShapeError, UnknownLayerError
@@ -165,7 +166,10 @@ def _layer_lines(r: LayerRecord, nbytes: int) -> tuple[list[str], list[str]]:
                      f" = {human_bytes(r.activations * nbytes)}")
     else:
         lines.append("memory:  none new (in place, a view, or identity in inference)")
-    if r.receptive_field is not None and kind in ("conv", "maxpool", "avgpool"):
+    if r.receptive_field is not None and r.whole_input:
+        lines.append(f"receptive field:  the whole input ({_rf_dims(r.receptive_field)}): "
+                     "every input pixel reaches each output")
+    elif r.receptive_field is not None and kind in ("conv", "maxpool", "avgpool"):
         k, s, d = geo["kernel"][0], geo["stride"][0], geo["dilation"][0]
         rf, jump = r.receptive_field, r.jump
         rf0 = (rf[0] if isinstance(rf, list) else rf)
@@ -177,6 +181,10 @@ def _layer_lines(r: LayerRecord, nbytes: int) -> tuple[list[str], list[str]]:
     elif r.receptive_field is not None:
         lines.append(f"receptive field:  {r.receptive_field}, jump {r.jump}")
     return lines, flags
+
+
+def _rf_dims(rf) -> str:
+    return "x".join(map(str, rf)) if isinstance(rf, list) else f"{rf}x{rf}"
 
 
 def _seed_notes(s) -> list[str]:
@@ -197,10 +205,12 @@ def _seed_notes(s) -> list[str]:
         else:
             notes.append(f"{fig.source} says \"{fig.quote}\": agrees with the exact {got:,}.")
     if card.input_size == tuple(s.input_size):
+        sources = source_by_quantity(card.source, card.params, card.macs)
         for what, published, got in (("parameters", card.params, s.total_params),
                                      ("mult-adds", card.macs, s.macs)):
             if published is None:
                 continue
+            src = sources["params" if what == "parameters" else "macs"]
             off = (got - published) / published
             if got == published:
                 verdict = "the rows give exactly that"
@@ -208,8 +218,85 @@ def _seed_notes(s) -> list[str]:
                 verdict = f"the rows give {got:,}, {off:+.2%} from a figure that is rounded"
             else:
                 verdict = f"the rows give {got:,}: they DIFFER by {off:+.2%}"
-            notes.append(f"published {what} {published:,} ({card.source}): {verdict}.")
+            where = f" ({src})" if src else ""
+            notes.append(f"published {what} {published:,}{where}: {verdict}.")
     return notes
+
+
+# A figure in a source text: "138M", "1.814 GFLOPS", "0.39B", "7,978,856", "8,403.63M".
+_FIGURE = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?:\s?([KMGBT])(?![A-Za-z]))?")
+_SCALE = {"K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+_LABELS = (("params", re.compile(r"(params|parameters)\s*:\s*", re.I)),
+           ("macs", re.compile(r"(mult-adds|macs|flops)\s*:\s*", re.I)))
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """``text`` split at ``sep`` outside parentheses, each part stripped."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and text.startswith(sep, i):
+            parts.append(text[start:i])
+            start = i + len(sep)
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _about(item: str, published: dict[str, int | None]) -> set[str]:
+    """Which quantities a piece of source text states: by the figures it gives (a figure
+    within 10% of a published total belongs to that total), else by the words it uses
+    (empty when it says neither)."""
+    hits = set()
+    for whole, frac, unit in _FIGURE.findall(item):
+        if not unit and "," not in whole:
+            continue      # a bare small number: a table or year, not a figure
+        v = float(whole.replace(",", "") + frac) * _SCALE.get(unit, 1)
+        hits |= {q for q, p in published.items() if p and abs(v - p) <= 0.1 * p}
+    if hits:
+        return hits
+    return {q for q, pat in (("params", r"param"), ("macs", r"flop|mult-add|\bmacs?\b"))
+            if re.search(pat, item, re.I)}
+
+
+def source_by_quantity(source: str, params: int | None, macs: int | None) -> dict[str, str]:
+    """The parts of a model card's ``source`` that are about its parameters and about its
+    mult-adds, so that each published total is quoted with its own provenance.
+
+    The source is read as clauses separated by ``;`` (``params: ...; mult-adds: ...``); a
+    clause labelled ``params:`` / ``mult-adds:`` belongs to that quantity; an unlabelled
+    ``where: figure, figure`` clause is split at its commas and each figure goes with the
+    published total it matches (``paper: 138M`` is VGG-16's parameter count, not its
+    mult-adds), or else with the quantity its words name (``parameters``, ``GFLOPS``);
+    text that names neither goes with the quantities that have no labelled clause (with
+    both when none has). A quantity left with nothing keeps the ``where`` part of the
+    clauses (the reference, without the other quantity's figure).
+    """
+    published = {"params": params, "macs": macs}
+    clauses = _split_top(source or "", ";")
+    labels = [next(((q, m) for q, pat in _LABELS if (m := pat.match(c))), None) for c in clauses]
+    # text that names no quantity belongs to those without a labelled clause of their own
+    unlabelled = {"params", "macs"} - {lab[0] for lab in labels if lab}
+    default = unlabelled or {"params", "macs"}
+    out: dict[str, list[str]] = {"params": [], "macs": []}
+    heads: list[str] = []
+    for clause, label in zip(clauses, labels):
+        if label is not None:
+            out[label[0]].append(clause[label[1].end():])
+            continue
+        parts = _split_top(clause, ":")
+        head, items = ("", [clause]) if len(parts) < 2 else \
+            (parts[0], _split_top(": ".join(parts[1:]), ", "))
+        if head:
+            heads.append(head)
+        per: dict[str, list[str]] = {"params": [], "macs": []}
+        for item in items:
+            for q in _about(item, published) or default:
+                per[q].append(item)
+        for q, got in per.items():
+            if got:
+                out[q].append(f"{head}: {', '.join(got)}" if head else ", ".join(got))
+    return {q: "; ".join(v) if v else "; ".join(heads) for q, v in out.items()}
 
 
 def _select(records: list[LayerRecord], layers) -> list[int]:
@@ -269,7 +356,8 @@ def explain(target, input_size=None, layer=None) -> Explanation:
         r = s.layers[i]
         lines, flags = _layer_lines(r, nbytes)
         rf = r.receptive_field
-        if rf is not None and not rf_full and len(size) == 3 and not layers:
+        if rf is not None and not rf_full and len(size) == 3 and not layers \
+                and not r.whole_input:
             rf0 = max(rf) if isinstance(rf, list) else rf
             if rf0 >= max(size[1:]) and r.geometry and r.geometry.get("kind") != "linear":
                 flags.append(f"from here on each output sees the whole {size[1]}x{size[2]} input "

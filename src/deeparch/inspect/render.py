@@ -50,6 +50,22 @@ def _jump(r) -> str:
     return "x".join(map(str, r.jump)) if isinstance(r.jump, list) else str(r.jump)
 
 
+def receptive_field_text(s) -> str:
+    """The footer's receptive field: the last feature map's and, when the output depends on
+    every pixel (a dense layer or a global pooling), that too, as the last rows show it."""
+    rf = s.receptive_field
+    if not s.sees_whole_input:
+        return "-" if rf is None else _rf_value(rf)
+    whole = "x".join(map(str, s.input_size[1:]))
+    if rf is None:
+        return f"the whole {whole} input"
+    return f"{_rf_value(rf)} (last feature map); the output sees the whole {whole} input"
+
+
+def _rf_value(rf) -> str:
+    return "x".join(map(str, rf)) if isinstance(rf, list) else str(rf)
+
+
 def totals_lines(s) -> list[str]:
     nb = s.bytes_per_value
     return [
@@ -60,7 +76,7 @@ def totals_lines(s) -> list[str]:
         f"Activations: {s.activations:,} values incl. the input "
         f"({human_bytes(s.activation_bytes)} forward per image)",
         f"Input: {dims(list(s.input_size))}   Output: {dims(s.output_shape)}   "
-        f"Receptive field: {s.receptive_field}",
+        f"Receptive field: {receptive_field_text(s)}",
     ]
 
 

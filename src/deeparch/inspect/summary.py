@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import InputSizeError, ShapeError
+from ..pattern import MAX_INPUT_CHANNELS, MAX_SIDE, input_size_problem
 from .trace import LayerRecord, run_trace
 
 
@@ -42,10 +44,34 @@ class Summary:
 
     @property
     def receptive_field(self):
-        """The largest receptive field of a convolution or pooling output (the last feature
-        maps); dense layers and global pooling see everything and are left out."""
-        rfs = [r.receptive_field for r in self.layers if r.spatial and r.receptive_field]
+        """The receptive field of the last feature map: the largest of any convolution or
+        pooling output whose units still see a window of the input (212 for VGG-16, 435 for
+        ResNet-18 at 224x224; it may exceed the input, as it counts the padding). This is the
+        figure papers quote and :func:`~deeparch.inspect.compare.compare` shows.
+
+        Rows from a dense layer or a global pooling on see every input pixel: their
+        receptive field is the whole input (``whole_input`` rows, see
+        :mod:`deeparch.inspect.trace`), which :attr:`output_receptive_field` reports."""
+        rfs = [r.receptive_field for r in self.layers
+               if r.spatial and r.receptive_field and not r.whole_input]
         return max(rfs, key=lambda v: max(v) if isinstance(v, list) else v) if rfs else None
+
+    @property
+    def output_receptive_field(self):
+        """The receptive field of the network's output (its last row): the whole input
+        ``H x W`` for a classifier that ends in a dense layer or a global pooling, the last
+        feature map's (:attr:`receptive_field`) for a fully convolutional network."""
+        for r in reversed(self.layers):
+            if r.receptive_field is not None:
+                return r.receptive_field
+        return None
+
+    @property
+    def sees_whole_input(self) -> bool:
+        """True when the output depends on every input pixel (it ends in a dense layer or a
+        global pooling)."""
+        last = next((r for r in reversed(self.layers) if r.receptive_field is not None), None)
+        return bool(last and last.whole_input)
 
     @property
     def depth(self) -> int:
@@ -75,26 +101,62 @@ class Summary:
 
 
 def parse_input_size(value: str | Sequence[int]) -> tuple[int, ...]:
-    """``'3,224,224'`` (or a sequence) -> ``(3, 224, 224)``; anything else is an InputSizeError."""
+    """``'3,224,224'`` (or a sequence) -> ``(3, 224, 224)``; anything else is an InputSizeError.
+
+    Besides being whole positive numbers, C,H,W must be within the bounds of
+    :func:`check_size` (65,536 on a side, 100,000 channels, 2**32 values), so that no shape
+    arithmetic downstream can overflow; 3x4096x4096 is fine (the inspector runs on meta).
+    """
     if isinstance(value, str):
         parts = [p.strip() for p in value.replace("x", ",").split(",")]
-        try:
-            nums = [int(p) for p in parts]
-        except ValueError:
-            raise InputSizeError(
-                f"input size {value!r} is not numeric; write it as C,H,W, e.g. 3,224,224.") from None
+        nums = []
+        for p in parts:
+            if re.fullmatch(r"[+]?[0-9_]{20,}", p):   # too many digits to be a size at all
+                raise InputSizeError(f"input size {_short(value)!r} has a value of {len(p)} "
+                                     f"digits; the limits are {MAX_INPUT_CHANNELS:,} channels "
+                                     f"and {MAX_SIDE:,} per side.")
+            try:
+                nums.append(int(p))
+            except ValueError:
+                raise InputSizeError(f"input size {_short(value)!r} is not numeric; write it as "
+                                     "C,H,W, e.g. 3,224,224.") from None
     else:
         try:
-            nums = [int(v) for v in value]
-        except (TypeError, ValueError):
-            raise InputSizeError(
-                f"input size {value!r} is not numeric; give it as (C, H, W), e.g. (3, 224, 224).") from None
+            vals = list(value)
+            if any(isinstance(v, bool) or (isinstance(v, float) and not v.is_integer())
+                   for v in vals):
+                raise ValueError
+            nums = [int(v) for v in vals]
+        except (TypeError, ValueError, OverflowError):
+            raise InputSizeError(f"input size {_short(repr(value))} is not whole numbers; give it "
+                                 "as (C, H, W), e.g. (3, 224, 224).") from None
     if len(nums) != 3 and (isinstance(value, str) or len(nums) != 2):
         raise InputSizeError(
-            f"input size {value!r} has {len(nums)} values; give three, C,H,W, e.g. 3,224,224.")
-    if any(n <= 0 for n in nums):
-        raise InputSizeError(f"input size {value!r} must be positive numbers, as C,H,W.")
-    return tuple(nums)
+            f"input size {_short(repr(value))} has {len(nums)} values; give three, C,H,W, e.g. "
+            "3,224,224.")
+    return check_size(nums, value)
+
+
+def check_size(size: Sequence[int], shown=None) -> tuple[int, ...]:
+    """``size`` (C, then the spatial sides) as a tuple, if its values are positive and within
+    the bounds shared with the pattern language: at most ``MAX_INPUT_CHANNELS`` (100,000)
+    channels, ``MAX_SIDE`` (65,536) per side and ``MAX_INPUT_VALUES`` (2**32) values in all;
+    otherwise an :class:`InputSizeError` saying which bound."""
+    shown = _short(repr(size if shown is None else shown))
+    try:
+        nums = tuple(int(v) for v in size)
+    except (TypeError, ValueError, OverflowError):
+        raise InputSizeError(f"input size {shown} is not whole numbers C,H,W.") from None
+    if not nums or any(n <= 0 for n in nums):
+        raise InputSizeError(f"input size {shown} must be positive numbers, as C,H,W.")
+    problem = input_size_problem(nums)
+    if problem:
+        raise InputSizeError(f"input size {shown}: {problem}.")
+    return nums
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 def resolve(target: nn.Module | str, input_size=None, meta: bool = True):
@@ -108,6 +170,7 @@ def resolve(target: nn.Module | str, input_size=None, meta: bool = True):
             size = getattr(target, "input_size", None)
             if size is None:
                 raise InputSizeError("give the input size (C, H, W) for a model of your own.")
+            size = check_size(size)
         return target, getattr(target, "model_name", type(target).__name__), tuple(size), None
     if isinstance(target, str) and looks_like_pattern(target) and target not in _REGISTRY:
         model = from_pattern(target, input_size=size, device="meta" if meta else None)

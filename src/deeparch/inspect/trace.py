@@ -10,6 +10,19 @@ For each row: output shape (without batch), parameters, mult-adds, the new activ
 elements it stores (0 for in-place ops and views), and the receptive field and jump
 (cumulative stride) of its output, propagated along the data flow so that branches and
 merges are handled. Nothing real is allocated: parameters and input live on ``meta``.
+
+Receptive field, precisely:
+
+- a convolution or pooling gives the usual theoretical receptive field of one output
+  position, ``rf + (k - 1) * dilation * jump``, not clipped to the image (it counts the
+  padding, so it can exceed the input: 435 for ResNet-18's last block at 224x224);
+- a dense layer, a global pooling (or any reduction of the whole map, e.g. an adaptive
+  pool to 1x1) and everything computed from its output alone depend on every input
+  pixel: their receptive field is the whole input, ``H x W``, and so is their jump (one
+  output per image). Such rows are marked ``whole_input``;
+- a merge (``x + y``, ``cat``, ``x * gate``) takes the largest receptive field of its
+  operands, except that a 1x1 operand broadcast over a map (a squeeze-excitation gate, a
+  global context) does not replace the map's own: the column follows the spatial path.
 """
 from __future__ import annotations
 
@@ -36,23 +49,30 @@ class RF:
     jump: tuple[float, ...]
     extent: tuple[int, ...]
     depth: int = 0   # weight layers on the longest path from the input
+    whole: bool = False   # depends on every input pixel (after a dense layer / global pool)
 
     def conv(self, k, s, d, extent) -> "RF":
+        jump = tuple(j * s_ for j, s_ in zip(self.jump, s))
+        if self.whole:   # it already sees everything; a window cannot see more
+            return RF(self.rf, jump, tuple(extent), self.depth, True)
         return RF(tuple(r + d_ * (k_ - 1) * j for r, k_, d_, j in zip(self.rf, k, d, self.jump)),
-                  tuple(j * s_ for j, s_ in zip(self.jump, s)), tuple(extent), self.depth)
+                  jump, tuple(extent), self.depth)
 
-    def full(self) -> "RF":
-        """Everything the map covers feeds each output (a dense layer, a global pool)."""
-        return RF(tuple(r + (e - 1) * j for r, e, j in zip(self.rf, self.extent, self.jump)),
-                  tuple(j * e for j, e in zip(self.jump, self.extent)), (1,) * len(self.rf),
-                  self.depth)
+    def full(self, input_extent: tuple[int, ...]) -> "RF":
+        """Every input pixel feeds each output (a dense layer, a global pool): the receptive
+        field is the whole input, and so is the jump (one output per image)."""
+        whole = tuple(input_extent) if len(input_extent) == len(self.rf) else self.rf
+        return RF(whole, whole, (1,) * len(self.rf), self.depth, True)
 
     @staticmethod
     def merge(infos: list["RF"]) -> "RF":
-        return RF(tuple(max(v) for v in zip(*(i.rf for i in infos))),
-                  tuple(max(v) for v in zip(*(i.jump for i in infos))),
-                  tuple(min(v) for v in zip(*(i.extent for i in infos))),
-                  max(i.depth for i in infos))
+        # a 1x1 operand broadcast over a map (an SE gate) does not replace the map's own RF
+        maps = [i for i in infos if any(e > 1 for e in i.extent)]
+        use = maps if maps else infos
+        return RF(tuple(max(v) for v in zip(*(i.rf for i in use))),
+                  tuple(max(v) for v in zip(*(i.jump for i in use))),
+                  tuple(min(v) for v in zip(*(i.extent for i in use))),
+                  max(i.depth for i in infos), all(i.whole for i in use))
 
 
 @dataclass
@@ -72,6 +92,7 @@ class LayerRecord:
     shared: bool = False
     functional: bool = False
     depth: int = 0
+    whole_input: bool = False   # the receptive field is the whole input (see the module doc)
 
     @property
     def spatial(self) -> bool:
@@ -169,10 +190,11 @@ def _shape(out) -> list:
 class Tracer(TorchFunctionMode):
     """Records :class:`LayerRecord` rows while a model runs (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, nd: int):
+    def __init__(self, model: nn.Module, nd: int, input_extent: tuple[int, ...] | None = None):
         super().__init__()
         self.model = model
         self.nd = nd
+        self.input_extent = tuple(input_extent) if input_extent is not None else (1,) * nd
         self.names = {id(m): n for n, m in model.named_modules()}
         self.leaf = {id(m): not any(True for _ in m.children()) for m in model.modules()}
         self.own = {}
@@ -206,16 +228,26 @@ class Tracer(TorchFunctionMode):
         if geometry and "kernel" in geometry and sp is not None:
             return src.conv(geometry["kernel"], geometry["stride"], geometry["dilation"], sp)
         if full:
-            return src.full()
+            return src.full(self.input_extent)
         if sp is None or sp == src.extent:
             return src
         if all(s == 1 for s in sp):
-            return src.full()
+            return src.full(self.input_extent)
         # a resize we know nothing about: treat it as pooling by the size ratio
         ratio = tuple(e / s for e, s in zip(src.extent, sp))
         k = tuple(max(1, math.ceil(r)) for r in ratio)
+        jump = tuple(j * r for j, r in zip(src.jump, ratio))
+        if src.whole:
+            return RF(src.rf, jump, sp, src.depth, True)
         return RF(tuple(r + (kk - 1) * j for r, kk, j in zip(src.rf, k, src.jump)),
-                  tuple(j * r for j, r in zip(src.jump, ratio)), sp, src.depth)
+                  jump, sp, src.depth)
+
+    def _reduces_map(self, x: torch.Tensor | None, outs: list[torch.Tensor]) -> bool:
+        """A map in, no map out, fewer values: a global pooling or a mean over H, W (a flatten
+        keeps every value and is not one)."""
+        if x is None or self._spatial(x) is None or all(e == 1 for e in x.shape[2:]):
+            return False
+        return all(self._spatial(y) is None and y.numel() < x.numel() for y in outs)
 
     # -- module rows -------------------------------------------------------------------
     def pre_hook(self, module, args):
@@ -264,10 +296,11 @@ class Tracer(TorchFunctionMode):
         srcs = self.lookup(inputs)
         if srcs:
             src = srcs[0] if len(srcs) == 1 else RF.merge(srcs)
+            full = full or (geometry is None and self._reduces_map(x, outs))
             for y in outs:
                 info = self._propagate(src, y, geometry, full)
                 if macs:
-                    info = RF(info.rf, info.jump, info.extent, info.depth + 1)
+                    info = RF(info.rf, info.jump, info.extent, info.depth + 1, info.whole)
                 self.track(y, info)
         info = self.info.get(id(outs[0]))
         new = sum(0 if _aliases(y, inputs) else y.numel() for y in outs)
@@ -278,7 +311,7 @@ class Tracer(TorchFunctionMode):
             jump=_collapse(info.jump) if info else None,
             input_shape=list(x.shape[1:]) if x is not None else None,
             geometry=geometry, bias_params=bias, shared=shared, functional=functional,
-            depth=info.depth if info else 0))
+            depth=info.depth if info else 0, whole_input=bool(info and info.whole)))
 
     # -- functional rows ---------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -351,9 +384,11 @@ def run_trace(model: nn.Module, input_size: tuple[int, ...]) -> Trace:
 
     A failing layer stops the trace: the rows recorded so far are kept in ``failure.partial``.
     """
+    from .summary import check_size
+    input_size = check_size(input_size)
     nd = len(input_size) - 1
     x = torch.empty((1, *input_size), device="meta")
-    tracer = Tracer(model, nd)
+    tracer = Tracer(model, nd, tuple(input_size[1:]))
     tracer.track(x, RF((1,) * nd, (1,) * nd, tuple(input_size[1:])))
     was_training = model.training
     model.eval()

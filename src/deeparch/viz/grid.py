@@ -13,7 +13,17 @@ import torch
 from ..errors import DataError
 from ..io import atomic_path
 
-__all__ = ["save_image_grid", "preview"]
+__all__ = ["save_image_grid", "preview", "check_preview", "GRID_MAX_IMAGES", "GRID_MAX_BYTES"]
+
+GRID_MAX_IMAGES = 1024
+"""Images in one grid picture: past a thousand cells a grid is no longer read as a picture,
+and each cell costs matplotlib about 10 ms (1024 cells: about ten seconds)."""
+
+GRID_MAX_BYTES = 2 ** 30
+"""The float32 working copy of the images of one grid (or one preview batch): 1 GiB."""
+
+GRID_MAX_PIXELS = 32_768
+"""Width and height of the PNG in pixels (matplotlib's Agg refuses 65,536 and more)."""
 
 
 def _to_display(images: Any) -> np.ndarray:
@@ -24,6 +34,7 @@ def _to_display(images: Any) -> np.ndarray:
     if x.dim() != 4 or x.shape[0] == 0:
         raise DataError(f"an image grid needs a non-empty batch N x C x H x W, got shape "
                         f"{tuple(x.shape)}.")
+    _check_cells(x.shape[0], x.shape[1:], "an image grid")
     x = x.detach().cpu()
     if x.dtype == torch.uint8:
         a = x.float().div(255.0)
@@ -35,6 +46,45 @@ def _to_display(images: Any) -> np.ndarray:
     if a.shape[1] not in (1, 3):
         a = a[:, :1]
     return a.clamp(0.0, 1.0).permute(0, 2, 3, 1).numpy()
+
+
+def _check_cells(cells: int, image_shape: Sequence[int], what: str) -> None:
+    if cells > GRID_MAX_IMAGES:
+        raise DataError(f"{what} of {cells:,} images is more than the limit of "
+                        f"{GRID_MAX_IMAGES:,} (GRID_MAX_IMAGES); show fewer.")
+    nbytes = cells * math.prod(int(v) for v in image_shape) * 4
+    if nbytes > GRID_MAX_BYTES:
+        raise DataError(f"{what} of {cells:,} images of {'x'.join(map(str, image_shape))} "
+                        f"needs {nbytes / 2 ** 30:,.1f} GiB, more than the limit of "
+                        f"{GRID_MAX_BYTES / 2 ** 30:g} GiB (GRID_MAX_BYTES); show fewer or "
+                        "smaller images.")
+
+
+def _whole(name: str, v: Any, lo: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise DataError(f"{name}={v!r} is invalid: it must be a whole number >= {lo}.")
+    return int(v)
+
+
+def check_preview(n: Any, samples: Any, image_shape: Sequence[int] | None = None,
+                  seed: Any = 0) -> None:
+    """Refuse preview arguments that are not whole numbers >= 1, or that would make a grid of
+    more than :data:`GRID_MAX_IMAGES` images (``n * (samples + 1)``), or more than
+    :data:`GRID_MAX_BYTES` of ``image_shape`` (C, H, W) images; a DataError says which.
+    Cheap: the CLI can call it before loading a data set."""
+    n = _whole("preview n", n)
+    samples = _whole("preview samples", samples)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= seed < 2 ** 64:
+        raise DataError(f"preview seed={seed!r} is invalid: it must be a whole number from 0 "
+                        "to 2**64 - 1.")
+    cells = n * (samples + 1)
+    if cells > GRID_MAX_IMAGES:
+        raise DataError(f"a preview of n={n:,} images with samples={samples:,} copies each "
+                        f"makes {cells:,} pictures, more than the limit of {GRID_MAX_IMAGES:,} "
+                        "(GRID_MAX_IMAGES); ask for fewer.")
+    if image_shape is not None:
+        _check_cells(cells, image_shape, "a preview")
 
 
 def save_image_grid(images: Any, path: str | os.PathLike, nrow: int = 8,
@@ -50,10 +100,13 @@ def save_image_grid(images: Any, path: str | os.PathLike, nrow: int = 8,
     """
     from matplotlib.figure import Figure   # Agg through savefig, no pyplot state
 
-    arr = _to_display(images)
-    n = arr.shape[0]
     if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
         raise DataError(f"nrow={nrow!r} is invalid: it must be a whole number >= 1.")
+    for name, v in (("cell_inches", cell_inches), ("dpi", dpi)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise DataError(f"{name}={v!r} is invalid: it must be a positive number.")
+    arr = _to_display(images)
+    n = arr.shape[0]
     if titles is not None and len(titles) != n:
         raise DataError(f"save_image_grid got {n} images but {len(titles)} titles.")
     ncol = min(nrow, n)
@@ -61,6 +114,11 @@ def save_image_grid(images: Any, path: str | os.PathLike, nrow: int = 8,
     h, w = arr.shape[1:3]
     cw = cell_inches
     ch = cell_inches * h / w + (0.25 if titles is not None else 0.0)
+    width, height = ncol * cw * dpi, rows * ch * dpi
+    if max(width, height) > GRID_MAX_PIXELS:
+        raise DataError(f"the grid picture would be {width:,.0f} x {height:,.0f} pixels, more "
+                        f"than the limit of {GRID_MAX_PIXELS:,} on a side; use fewer images "
+                        "per row, a smaller cell_inches or dpi.")
     fig = Figure(figsize=(ncol * cw, rows * ch), dpi=dpi)
     for i in range(rows * ncol):
         ax = fig.add_subplot(rows, ncol, i + 1)
@@ -92,13 +150,13 @@ def preview(augment: Callable[..., torch.Tensor], images: Any, path: str | os.Pa
     batch); it gets its own generator seeded with ``seed``, so the picture is
     reproducible and the module's own random sequence is left untouched.
     """
+    check_preview(n, samples, seed=seed)       # before touching the images
     x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
     if x.dim() != 4 or x.shape[0] == 0:
         raise DataError(f"preview needs a non-empty batch N x C x H x W, got shape "
                         f"{tuple(x.shape)}.")
-    for name, v in (("n", n), ("samples", samples)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise DataError(f"preview {name}={v!r} is invalid: it must be a whole number >= 1.")
+    check_preview(n, samples, tuple(x.shape[1:]), seed)
+    n, samples = int(n), int(samples)
     x = x[:n]
     k = x.shape[0]
     batch = x.repeat_interleave(samples, dim=0)          # each original, samples times
