@@ -182,7 +182,7 @@ def _image_size(text: str | None):
 
 # what --resume accepts besides DIR: everything else would be silently ignored or would
 # change the run, so it is refused (see deeparch.train.run.resume)
-_RESUME_FLAGS = {"resume", "epochs", "resume_from", "no_progress"}
+_RESUME_FLAGS = {"resume", "epochs", "resume_from", "no_progress", "threads"}
 
 
 def _flags_given(args, parser_defaults: dict[str, Any]) -> list[str]:
@@ -239,13 +239,13 @@ def cmd_train(args) -> int:
             if given:
                 raise TrainingError(
                     f"--resume continues a run with its own settings, so {', '.join(given)} "
-                    f"cannot apply; only --epochs (to train longer) and --from best may be "
-                    f"given, and a run with other settings is a new run (deeparch train ... "
-                    f"--out NEWDIR).")
+                    f"cannot apply; only --epochs (to train longer), --from best and "
+                    f"--threads may be given, and a run with other settings is a new run "
+                    f"(deeparch train ... --out NEWDIR).")
             from .train.run import resume
             try:
                 resume(args.resume, epochs=args.epochs, checkpoint=args.resume_from,
-                       progress=progress, log=log)
+                       threads=args.threads, progress=progress, log=log)
             except KeyboardInterrupt:
                 print(f"deeparch: continue with: deeparch train --resume {args.resume}",
                       file=sys.stderr)

@@ -492,3 +492,70 @@ def test_an_expanded_npz_trains_and_never_tests_on_copies(tmp_path, capsys):
         err = _one_sentence(capsys.readouterr().err)
         assert ("--expand" in err or "--n" in err or " n " in err), err
     assert not (tmp_path / "z.npz").exists()
+
+
+def test_signals_at_random_moments_then_resume_reach_the_uninterrupted_bytes(tmp_path, capsys):
+    """SIGKILL and SIGTERM at seeded random moments (also mid-write), each followed by
+    --resume: the final files are byte-identical to an uninterrupted run's."""
+    import random
+    args = ["--epochs", "6", *SMALL, "--schedule", "cosine", "--augment", "rotation=5"]
+    ref = tmp_path / "ref"      # in a process of its own too: the same threads as the others
+    r = _cli("train", PATTERN, "--data", "digits", "--out", str(ref), *args)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "hit"
+    rng = random.Random(8)
+    cmd = [sys.executable, "-m", "deeparch", "train", PATTERN, "--data", "digits", "--out",
+           str(out), *args]
+    for attempt, sig in enumerate((signal.SIGKILL, signal.SIGTERM, signal.SIGKILL)):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        # wait until this process has written a checkpoint of its own (so it is training,
+        # past its start-up), then a random moment
+        last = out / "checkpoints" / "last.json"
+        seen = last.stat().st_mtime_ns if last.exists() else None
+        deadline = time.time() + 120
+        while (not last.exists() or last.stat().st_mtime_ns == seen) \
+                and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)
+        err = proc.stderr.read()
+        assert "Traceback" not in err, err
+        assert code in (0, -9, 143), (sig, code, err)
+        if code == 0:
+            break
+        cmd = [sys.executable, "-m", "deeparch", "train", "--resume", str(out), "--no-progress"]
+    r = _cli("train", "--resume", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    for name in ("model.safetensors", "checkpoints/last.safetensors"):
+        assert _sha(ref / name) == _sha(out / name), name
+    assert not (out / LOCK).exists() and not list(out.rglob("*.deeparch-tmp"))
+
+
+@pytest.mark.parametrize("kill_at", [2, 3, 4, 5])
+def test_a_kill_between_any_two_checkpoint_writes_resumes_to_the_same_bytes(tmp_path, capsys,
+                                                                           monkeypatch, kill_at):
+    """Stop the process at the k-th checkpoint write (as a signal arriving there would):
+    best and last must never disagree, whatever the moment."""
+    args = ["--lr", "0.01", "--epochs", "3"]
+    ref = tmp_path / "ref"
+    assert _train(ref, *args) == 0
+    hist = json.loads((ref / "history.json").read_text())
+    assert len({e["val_accuracy"] for e in hist}) > 1      # best moves: both files written
+    real, calls = runmod.Trainer.save, {"n": 0}
+
+    def save(self, path):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise KeyboardInterrupt
+        return real(self, path)
+    monkeypatch.setattr(runmod.Trainer, "save", save)
+    out = tmp_path / "hit"
+    assert _train(out, *args) == 130
+    monkeypatch.setattr(runmod.Trainer, "save", real)
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    for name in ("model.safetensors", "checkpoints/last.safetensors",
+                 "checkpoints/best.safetensors"):
+        assert _sha(ref / name) == _sha(out / name), name

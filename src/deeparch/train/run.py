@@ -533,6 +533,8 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
             "samples": {"train": len(s.train), "val": len(s.val) if s.val is not None else 0,
                         "test": len(s.test)},
             "notes": s.notes, "world_size": D.info().world_size, "train": cfg.to_dict(),
+            # float sums depend on the thread count: bit-identity needs the same one
+            "torch_threads": cfg.threads or torch.get_num_threads(),
         }
         n_params = sum(p.numel() for p in s.model.parameters())
         trainer = Trainer(s.model, s.train, s.val, cfg, out=out, mean=mean, std=std,
@@ -566,7 +568,9 @@ def _pick_checkpoint(out: Path, trainer: Trainer, which: str) -> Path | None:
 
     A damaged or missing ``last`` is never silently replaced by a fresh start: with a
     ``best`` checkpoint beside it the sentence offers that one; with finished epochs on
-    record but no checkpoint at all, it refuses."""
+    record but no checkpoint at all, it refuses. The one exception is the state a kill
+    leaves between the two writes of an epoch (``best`` is written first): no ``last`` yet,
+    and a ``best`` as new as the history; then ``best`` is simply the newest checkpoint."""
     from .checkpoint import read_checkpoint_state
 
     if which not in ("last", "best"):
@@ -590,17 +594,20 @@ def _pick_checkpoint(out: Path, trainer: Trainer, which: str) -> Path | None:
     ok_last, how = readable(last)
     if ok_last:
         return last
+    done = 0
+    try:
+        done = len(json.loads((out / "history.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, UnicodeDecodeError):
+        pass
+    if how == "missing" and ok_best and best_epoch.isdigit() and int(best_epoch) >= done:
+        # killed between writing best and last (best is written first): best is the newest
+        return best
     if how == "damaged" or ok_best:
         offer = (f"resume from the best epoch's checkpoint (epoch {best_epoch}) with "
                  f"`deeparch train --resume {out} --from best` (checkpoint='best' in Python)"
                  if ok_best else f"no best checkpoint is readable either; start over with "
                                  f"`deeparch train ... --out {out} --force`")
         raise CheckpointError(f"{last} is {how}; {offer}.")
-    done = 0
-    try:
-        done = len(json.loads((out / "history.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, UnicodeDecodeError):
-        pass
     if done or (out / "model.safetensors").exists():
         raise CheckpointError(f"{out} has finished epochs on record but no checkpoint to "
                               f"continue from; start over with `deeparch train ... --out {out} "
@@ -609,7 +616,8 @@ def _pick_checkpoint(out: Path, trainer: Trainer, which: str) -> Path | None:
 
 
 def resume(out: str | Path, *, epochs: int | None = None, checkpoint: str = "last",
-           log: Callable[[str], Any] | None = print, progress: bool | None = None) -> RunResult:
+           threads: int | None = None, log: Callable[[str], Any] | None = print,
+           progress: bool | None = None) -> RunResult:
     """Continue the run in ``out`` with its own settings, from ``checkpoints/last``
     (``checkpoint='best'``: from the best epoch's checkpoint, training the later epochs again).
 
@@ -618,10 +626,13 @@ def resume(out: str | Path, *, epochs: int | None = None, checkpoint: str = "las
     trained, and (for the ``cosine`` and ``onecycle`` schedules, whose rate at every step
     depends on the run's length) not at all. Anything else is refused with one sentence;
     to train on with other settings, start a new run. ``config.json`` records the new
-    ``epochs`` once the run has resumed."""
+    ``epochs`` once the run has resumed. ``threads`` (CPU threads, hardware rather than a
+    setting of the run) may be given for the machine at hand."""
     out = Path(out)
     run = read_run_config(out)
     cfg = TrainConfig.from_dict(run["train"])
+    if threads is not None:
+        cfg = cfg.replace(threads=threads)
     if epochs is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise TrainingError(f"epochs must be a whole number >= 1, got {epochs!r}.")
@@ -640,6 +651,11 @@ def resume(out: str | Path, *, epochs: int | None = None, checkpoint: str = "las
         trainer = Trainer(s.model, s.train, s.val, cfg, out=out, mean=run["mean"],
                           std=run["std"], classes=run["classes"], log=log, progress=progress)
         path = _pick_checkpoint(out, trainer, checkpoint)
+        threads = cfg.threads or torch.get_num_threads()
+        if isinstance(run.get("torch_threads"), int) and run["torch_threads"] != threads:
+            say(f"note: the run was trained with {run['torch_threads']} CPU threads and resumes "
+                f"with {threads}; float sums then round differently, so the result will be "
+                f"close to, not bit-identical with, an uninterrupted run (--threads sets it)")
         if path is not None:
             trainer.resume(path)
             if epochs is not None and epochs < trainer.epoch:

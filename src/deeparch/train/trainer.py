@@ -311,6 +311,14 @@ class Trainer:
         if self._best_weights is not None:
             self.module.load_state_dict(self._best_weights)
         elif self.best_checkpoint is not None and self.best_checkpoint.is_file():
+            from .checkpoint import read_checkpoint_state
+            found = read_checkpoint_state(self.best_checkpoint).get("epoch")
+            if found != self.best["epoch"]:
+                from ..errors import CheckpointError
+                raise CheckpointError(f"{self.best_checkpoint} holds epoch {found}, but the run "
+                                      f"recorded its best epoch as {self.best['epoch']}; the "
+                                      f"folder was changed by hand; keep the last weights "
+                                      f"(--last-weights) or retrain.")
             load_checkpoint(self.best_checkpoint, self.module)
         else:
             return False
@@ -417,9 +425,12 @@ class Trainer:
         if self.dist.is_main:
             if self.out is not None:
                 self.history.save(self.out / "history.json", self.out / "log.csv")
-                self.save(self.last_checkpoint)
+                # best before last: a process killed between the two then resumes from the
+                # previous last and trains this epoch again, rewriting best identically;
+                # the other order would leave a best file older than the state says
                 if improved:
                     self.save(self.best_checkpoint)
+                self.save(self.last_checkpoint)
             elif improved and c.restore_best:
                 self._best_weights = {k: v.detach().clone()
                                       for k, v in self.module.state_dict().items()}
