@@ -146,7 +146,8 @@ def _hostile(tmp: Path) -> dict[str, tuple[str, str, float]]:
     row = ",".join(["0"] * width) + "\n"
     text = "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n" + row * (n - 1)
     (tmp / "big.csv").write_text(text + row[:-2] + "x\n")
-    cases["csv_careful_pass"] = (f"S._CSV_CHUNK_BYTES = 2**20\n"
+    cases["csv_careful_pass"] = (f"import deeparch.data.csvfile as C\n"
+                                 f"C._CSV_CHUNK_BYTES = 2**20\n"
                                  f"load_dataset({str(tmp / 'big.csv')!r})",
                                  f"line {n + 1}, column 785", 32)
 
@@ -480,7 +481,7 @@ def test_csv_variants_read_the_same(tmp_path, content):
 
 
 def test_csv_errors_name_the_line_across_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "_CSV_CHUNK_BYTES", 64)
+    monkeypatch.setattr("deeparch.data.csvfile._CSV_CHUNK_BYTES", 64)
     rows = [f"{i % 2},{i % 256},0,0,0" for i in range(300)]
     rows[250] = "1,0,0,256,0"
     path = _csv(tmp_path, HEADER + "\n".join(rows) + "\n")
