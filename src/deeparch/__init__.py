@@ -19,7 +19,9 @@ __version__ = "0.1.0"
 
 # public name -> the submodule that defines it
 _LAZY = {
-    "create_model": ".models", "list_models": ".models", "model_info": ".models",
+    # deeparch.models.create_model plus weights=PATH: the loading lives in transfer, above the
+    # models in the import order (models never import transfer)
+    "create_model": ".transfer", "list_models": ".models", "model_info": ".models",
     "explain": ".inspect", "summary": ".inspect",
     "from_pattern": ".pattern",
     "fit": ".train",

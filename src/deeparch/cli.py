@@ -353,6 +353,29 @@ def cmd_augment(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- weights
+
+def cmd_identify(args) -> int:
+    from .transfer import identify
+    names = identify(args.file)
+    if args.format == "json":
+        print(json.dumps(names))
+        return 0
+    if not names:
+        from .errors import WeightsError
+        raise WeightsError(f"{args.file} fits no registered model; `deeparch models` lists "
+                           f"them.")
+    print(f"{args.file} fits: {', '.join(names)}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .transfer import convert
+    path = convert(args.file, args.model, args.output)
+    print(f"converted {args.file} -> {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- messages
 
 # API keyword -> argparse dest, where the command names a thing differently from the API and
@@ -576,6 +599,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--format", choices=("text", "json"), default="text")
     ev.set_defaults(func=cmd_evaluate)
+
+    w = sub.add_parser("identify", help="which registered models a weights file fits",
+                       description="Name the registered architectures whose tensors a weights "
+                                   "file (torchvision .pth, deeparch .safetensors or run "
+                                   "folder) fits, best first. Nothing in the file is run.")
+    w.add_argument("file", metavar="FILE")
+    w.add_argument("--format", choices=("text", "json"), default="text")
+    w.set_defaults(func=cmd_identify)
+
+    cv = sub.add_parser("convert", help="a weights file as deeparch safetensors",
+                        description="Convert a weights file (torchvision .pth, ...) into a "
+                                    "deeparch .safetensors file for one registered model.")
+    cv.add_argument("file", metavar="FILE")
+    cv.add_argument("--model", metavar="NAME", help="the registered model (default: the best "
+                                                     "that `identify` finds)")
+    cv.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
+    cv.set_defaults(func=cmd_convert)
 
     a = sub.add_parser("augment", help="preview augmentation, or pre-augment a data set",
                        description="Show what an augmentation does (a PNG grid: originals and "

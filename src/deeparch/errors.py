@@ -72,3 +72,16 @@ class UnknownLayerError(DeeparchError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class WeightsError(DeeparchError, ValueError):
+    """A weights file that cannot be read: not weights at all, truncated, or corrupt."""
+
+
+class UnsafeWeightsError(WeightsError):
+    """A pickle that would run code (or build arbitrary Python objects) when loaded: refused
+    unread, nothing of it was executed."""
+
+
+class WeightsMismatchError(WeightsError):
+    """Weights that do not fit the model: another architecture, or a tensor of another shape."""

@@ -66,3 +66,46 @@ def alexnet(num_classes: int = 1000, in_chans: int = 3, img_size=227, groups: in
     head.add_module("drop7", nn.Dropout(drop_rate))
     head.add_module("fc8", nn.Linear(4096, num_classes))
     return init_weights(Network(f, head, ["norm1", "norm2", "pool3"], num_classes))
+
+
+TV_PAPER = "One weird trick for parallelizing convolutional neural networks"
+
+
+@register("alexnet_tv", family="alexnet", paper=TV_PAPER, year=2014, input_size=(3, 224, 224),
+          params=61_100_840, macs=714_188_480,
+          source="torchvision's AlexNet (the reference implementation of its weight files): "
+                 "num_params 61,100,840, 0.714 GFLOPS at 224x224",
+          description="torchvision's AlexNet, which its weight files need: 64-192-384-256-256 "
+                      "filters (the paper's 96-256-384-384-256), conv1 padded by 2, no LRN, "
+                      "the last map average-pooled to 6x6 (any input from 63x63), dropout "
+                      "before fc6 and fc7")
+def alexnet_tv(num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.5,
+               hidden: int = 4096) -> Network:
+    """torchvision's ``alexnet`` layer for layer, under the paper's layer names (its weight
+    files load with ``deeparch.transfer``, which maps ``features.0`` to ``conv1`` and so on).
+    ``hidden`` is the width of fc6 and fc7."""
+    f = nn.Sequential()
+    f.add_module("conv1", Conv2d(in_chans, 64, 11, stride=4, padding=2))
+    f.add_module("relu1", nn.ReLU(inplace=True))
+    f.add_module("pool1", nn.MaxPool2d(3, 2))
+    f.add_module("conv2", Conv2d(64, 192, 5, padding=2))
+    f.add_module("relu2", nn.ReLU(inplace=True))
+    f.add_module("pool2", nn.MaxPool2d(3, 2))
+    f.add_module("conv3", Conv2d(192, 384, 3, padding=1))
+    f.add_module("relu3", nn.ReLU(inplace=True))
+    f.add_module("conv4", Conv2d(384, 256, 3, padding=1))
+    f.add_module("relu4", nn.ReLU(inplace=True))
+    f.add_module("conv5", Conv2d(256, 256, 3, padding=1))
+    f.add_module("relu5", nn.ReLU(inplace=True))
+    f.add_module("pool3", nn.MaxPool2d(3, 2))
+    head = nn.Sequential()
+    head.add_module("pool", nn.AdaptiveAvgPool2d(6))
+    head.add_module("flatten", nn.Flatten())
+    head.add_module("drop6", nn.Dropout(drop_rate))
+    head.add_module("fc6", nn.Linear(256 * 6 * 6, hidden))
+    head.add_module("relu6", nn.ReLU(inplace=True))
+    head.add_module("drop7", nn.Dropout(drop_rate))
+    head.add_module("fc7", nn.Linear(hidden, hidden))
+    head.add_module("relu7", nn.ReLU(inplace=True))
+    head.add_module("fc8", nn.Linear(hidden, num_classes))
+    return init_weights(Network(f, head, ["pool1", "pool2", "pool3"], num_classes))

@@ -7,6 +7,10 @@ dropout, FC). The variants scale B0 by a width coefficient (channels, rounded to
 of 8 by ``make_divisible``), a depth coefficient (repeats, rounded up) and an input
 resolution. The compound-scaling arithmetic itself (alpha^phi, beta^phi, gamma^phi) lives in
 ``deeparch.search.scaling``; this file keeps the reference implementation's settings.
+
+Batch norm uses TensorFlow's epsilon 1e-3, as the paper's code and torchvision's B5-B7 do.
+torchvision's B0-B4 use PyTorch's default 1e-5 instead: ``bn_eps=1e-5`` reproduces them
+(``deeparch.transfer.load_weights`` sets it, and says so, when it loads their files).
 """
 from __future__ import annotations
 
@@ -53,11 +57,12 @@ SETTINGS = {
 
 def efficientnet(num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
                  depth_mult: float = 1.0, drop_rate: float = 0.2,
-                 drop_path_rate: float = 0.2) -> Network:
+                 drop_path_rate: float = 0.2, bn_eps: float = BN_EPS) -> Network:
     """EfficientNet-B0 scaled by ``width_mult`` (channels) and ``depth_mult`` (repeats).
 
     ``drop_path_rate`` is the stochastic-depth rate of the last block; block ``i`` of ``n``
-    drops its residual branch with probability ``drop_path_rate * i / n``.
+    drops its residual branch with probability ``drop_path_rate * i / n``. ``bn_eps`` is the
+    batch-norm epsilon (1e-5 for torchvision's B0-B4).
     """
     for knob, value in (("width_mult", width_mult), ("depth_mult", depth_mult)):
         if not value > 0:
@@ -65,6 +70,9 @@ def efficientnet(num_classes: int = 1000, in_chans: int = 3, width_mult: float =
     for knob, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
         if not 0.0 <= value < 1.0:
             raise ModelOptionError(f"{knob} must be in [0, 1), not {value}.")
+    if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or not bn_eps > 0:
+        raise ModelOptionError(f"bn_eps must be a positive number (1e-3 here, 1e-5 for "
+                               f"torchvision's B0-B4), not {bn_eps!r}.")
 
     def width(channels: int) -> int:
         return make_divisible(channels * width_mult, 8)
@@ -90,7 +98,7 @@ def efficientnet(num_classes: int = 1000, in_chans: int = 3, width_mult: float =
     model = Network(features, head, None, num_classes)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.eps, m.momentum = BN_EPS, BN_MOMENTUM
+            m.eps, m.momentum = float(bn_eps), BN_MOMENTUM
     init_weights(model, linear_std=None)
     if not any(p.is_meta for p in model.parameters()):   # the reference's FC init
         bound = 1.0 / math.sqrt(num_classes)

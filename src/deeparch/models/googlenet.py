@@ -35,6 +35,13 @@ classifier that fits any training loop; ``img_size`` sizes their FC-1024 layer.
 
 ``bn=True`` is the batch-normalised variant of the reference implementations (conv
 without bias -> BN -> ReLU, no LRN); the paper has plain conv + ReLU and two LRNs.
+
+``variant="torchvision"`` (registered as ``googlenet_tv``) is torchvision's GoogLeNet, which
+its weight files need: batch norm with epsilon 1e-3 after every convolution (no LRN), 3x3
+kernels in the "5x5" branch, a 2x2/2 max pool before 5a (the paper: 3x3/2), dropout 0.2,
+auxiliary heads that average-pool to 4x4 whatever the input (FC-1024 on 2048 values), and
+``transform_input``: the input, normalised with ImageNet's mean and std, is mapped to
+(x - 0.5) / 0.5, as torchvision does for its pretrained weights.
 """
 from __future__ import annotations
 
@@ -67,8 +74,24 @@ STAGES = {"inception3": ("3a", "3b"), "inception4": ("4a", "4b", "4c", "4d", "4e
 AUX_AFTER = ("4a", "4d")  # softmax0 and softmax1 of the paper's Figure 3
 
 
+VARIANTS = ("paper", "torchvision")
+TV_BN_EPS = 1e-3        # torchvision's BasicConv2d
+
+
 def _conv(in_ch: int, out_ch: int, k: int, bn: bool, stride: int = 1) -> ConvNormAct:
     return ConvNormAct(in_ch, out_ch, k, stride, norm="bn" if bn else None)
+
+
+class InputTransform(nn.Module):
+    """torchvision's ``transform_input``: per channel ``x * std / 0.5 + (mean - 0.5) / 0.5``,
+    which turns an input normalised with ImageNet's mean and std into one scaled to [-1, 1]
+    (the range the ported weights were trained on). Written as torchvision writes it."""
+
+    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.unsqueeze(x[:, i], 1) * (s / 0.5) + (m - 0.5) / 0.5
+                          for i, (m, s) in enumerate(zip(self.MEAN, self.STD))], 1)
 
 
 def _lrn() -> LocalResponseNorm:
@@ -84,7 +107,7 @@ class Inception(nn.Module):
     """Four parallel branches, concatenated: 1x1 | 1x1->3x3 | 1x1->5x5 | maxpool->1x1."""
 
     def __init__(self, in_ch: int, n1x1: int, n3x3red: int, n3x3: int, n5x5red: int,
-                 n5x5: int, pool_proj: int, bn: bool = False):
+                 n5x5: int, pool_proj: int, bn: bool = False, k5: int = 5):
         super().__init__()
         self.b1x1 = _conv(in_ch, n1x1, 1, bn)
         self.b3x3 = nn.Sequential()
@@ -92,7 +115,7 @@ class Inception(nn.Module):
         self.b3x3.add_module("conv", _conv(n3x3red, n3x3, 3, bn))
         self.b5x5 = nn.Sequential()
         self.b5x5.add_module("reduce", _conv(in_ch, n5x5red, 1, bn))
-        self.b5x5.add_module("conv", _conv(n5x5red, n5x5, 5, bn))
+        self.b5x5.add_module("conv", _conv(n5x5red, n5x5, k5, bn))
         self.bpool = nn.Sequential()
         self.bpool.add_module("pool", nn.MaxPool2d(3, 1, padding=1, ceil_mode=True))
         self.bpool.add_module("proj", _conv(in_ch, pool_proj, 1, bn))
@@ -103,11 +126,14 @@ class Inception(nn.Module):
 
 
 class AuxClassifier(nn.Sequential):
-    """The auxiliary head: 5x5/3 avg pool, 1x1 conv 128 + ReLU, FC-1024 + ReLU, dropout 0.7, FC."""
+    """The auxiliary head: 5x5/3 avg pool, 1x1 conv 128 + ReLU, FC-1024 + ReLU, dropout 0.7, FC.
 
-    def __init__(self, in_ch: int, num_classes: int, pooled: tuple[int, int], bn: bool = False):
+    ``adaptive=True``: torchvision's, an average pool to ``pooled`` whatever the input."""
+
+    def __init__(self, in_ch: int, num_classes: int, pooled: tuple[int, int], bn: bool = False,
+                 adaptive: bool = False):
         super().__init__()
-        self.pool = nn.AvgPool2d(5, 3)
+        self.pool = nn.AdaptiveAvgPool2d(pooled) if adaptive else nn.AvgPool2d(5, 3)
         self.conv = _conv(in_ch, 128, 1, bn)
         self.flatten = nn.Flatten()
         self.fc1 = nn.Linear(128 * pooled[0] * pooled[1], 1024)
@@ -144,8 +170,10 @@ class GoogLeNet(Network):
                        if num_classes > 0 else nn.Identity())
 
 
-def _stem(in_chans: int, bn: bool) -> nn.Sequential:
+def _stem(in_chans: int, bn: bool, transform_input: bool = False) -> nn.Sequential:
     stem = nn.Sequential()
+    if transform_input:
+        stem.add_module("transform", InputTransform())
     stem.add_module("conv1", _conv(in_chans, 64, 7, bn, stride=2))
     stem.add_module("pool1", _pool())
     if not bn:
@@ -173,26 +201,67 @@ def _stem(in_chans: int, bn: bool) -> nn.Sequential:
           description="Inception v1: nine inception modules, 22 layers; aux_logits=True adds "
                       "the two auxiliary classifiers for training")
 def googlenet(num_classes: int = 1000, in_chans: int = 3, img_size=224, aux_logits: bool = False,
-              bn: bool = False, drop_rate: float = 0.4) -> GoogLeNet:
+              bn: bool | None = None, drop_rate: float = 0.4, variant: str = "paper",
+              transform_input: bool | None = None) -> GoogLeNet:
     if not 0.0 <= drop_rate < 1.0:
         raise ModelOptionError(f"drop_rate must be in [0, 1), not {drop_rate}.")
+    if variant not in VARIANTS:
+        raise ModelOptionError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}.")
+    tv = variant == "torchvision"
+    if bn is None:
+        bn = tv
+    if tv and not bn:
+        raise ModelOptionError("torchvision's GoogLeNet has batch norm after every convolution; "
+                               "bn=False is the paper's variant='paper'.")
+    if transform_input is None:          # torchvision's weights expect it (RGB input only)
+        transform_input = tv and in_chans == 3
+    if transform_input and in_chans != 3:
+        raise ModelOptionError(f"transform_input rescales the three ImageNet channels; it "
+                               f"cannot take in_chans={in_chans} (give transform_input=False).")
     features = nn.Sequential()
-    features.add_module("stem", _stem(in_chans, bn))
+    features.add_module("stem", _stem(in_chans, bn, transform_input))
     c = 192
     for s, (stage, modules) in enumerate(STAGES.items()):
         block = nn.Sequential()
         if s:
-            block.add_module("pool", _pool())
+            # torchvision pools 2x2/2 before 5a (same 14 -> 7 at 224x224)
+            block.add_module("pool", nn.MaxPool2d(2, 2, ceil_mode=True)
+                             if tv and stage == "inception5" else _pool())
         for name in modules:
-            block.add_module(name, Inception(c, *INCEPTION[name], bn=bn))
+            block.add_module(name, Inception(c, *INCEPTION[name], bn=bn, k5=3 if tv else 5))
             c = block[-1].out_channels
         features.add_module(stage, block)
     head = nn.Sequential()
     head.add_module("pool", GlobalAvgPool2d())  # the paper's 7x7/1 average pool at 224x224
     head.add_module("drop", nn.Dropout(drop_rate))
     head.add_module("fc", nn.Linear(c, num_classes))
-    aux = _aux_heads(features, in_chans, pair(img_size), num_classes, bn) if aux_logits else None
-    return init_weights(GoogLeNet(features, head, num_classes, aux))
+    aux = None
+    if aux_logits:
+        aux = (_tv_aux_heads(features, num_classes) if tv else
+               _aux_heads(features, in_chans, pair(img_size), num_classes, bn))
+    model = init_weights(GoogLeNet(features, head, num_classes, aux))
+    if tv:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = TV_BN_EPS
+    return model
+
+
+register("googlenet_tv", family="googlenet", paper=PAPER, year=2014, input_size=(3, 224, 224),
+         params=6_624_904, macs=1_498_376_192,
+         source="torchvision's GoogLeNet (the reference implementation of its weight files): "
+                "num_params 6,624,904, 1.498 GFLOPS at 224x224",
+         description="torchvision's GoogLeNet, which its weight files need: batch norm "
+                     "(eps 1e-3), 3x3 kernels in the \"5x5\" branch, a 2x2 pool before 5a, "
+                     "transform_input, dropout 0.2; aux_logits=True adds its auxiliary heads",
+         variant="torchvision", drop_rate=0.2)(googlenet)
+
+
+def _tv_aux_heads(features: nn.Sequential, num_classes: int) -> nn.ModuleDict:
+    """torchvision's auxiliary classifiers: 4x4 adaptive average pool, so any input works."""
+    return nn.ModuleDict({name: AuxClassifier(getattr(features.inception4, name).out_channels,
+                                              num_classes, (4, 4), True, adaptive=True)
+                          for name in AUX_AFTER})
 
 
 def _aux_heads(features: nn.Sequential, in_chans: int, img_size: tuple[int, int],

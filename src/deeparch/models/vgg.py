@@ -4,11 +4,17 @@ Each entry is a convolution ``conv<k>-<channels>`` (an int means conv3), ``"LRN"
 ``"M"`` (2x2 max pool, stride 2); convolutions have stride 1 and `same` padding. Three
 fully connected layers follow: FC-4096, FC-4096, FC-num_classes. ``img_size`` sizes the
 first FC layer (7x7x512 at 224x224; 1x1x512 for the CIFAR-10 32x32 adaptation).
+
+``adaptive_pool=7`` is torchvision's head: the last map is average-pooled to 7x7 before the
+classifier, so that any input of 32x32 or more feeds the same FC-4096 (at 224x224 the map
+is already 7x7 and the pool changes nothing). Its weight files load either way; give it to
+run them at another input size.
 """
 from __future__ import annotations
 
 from torch import nn
 
+from ..errors import ModelOptionError
 from ..layers import Conv2d, LocalResponseNorm
 from .base import Network, flat_features, init_weights
 from .registry import SeedFigure, register
@@ -48,15 +54,25 @@ def _block(layers: list, in_ch: int, batch_norm: bool) -> tuple[nn.Sequential, i
 
 
 def vgg(cfg: str = "D", num_classes: int = 1000, in_chans: int = 3, img_size=224,
-        batch_norm: bool = False, drop_rate: float = 0.5, hidden: int = 4096) -> Network:
+        batch_norm: bool = False, drop_rate: float = 0.5, hidden: int = 4096,
+        adaptive_pool: int | None = None) -> Network:
+    if adaptive_pool is not None and (isinstance(adaptive_pool, bool)
+                                      or not isinstance(adaptive_pool, int) or adaptive_pool < 1):
+        raise ModelOptionError(f"adaptive_pool is the side of the pooled map (torchvision: 7), "
+                               f"a positive whole number or None, not {adaptive_pool!r}.")
     features = nn.Sequential()
     c = in_chans
     for b, layers in enumerate(CFGS[cfg], 1):
         block, c = _block(layers, c, batch_norm)
         features.add_module(f"block{b}", block)
     head = nn.Sequential()
+    if adaptive_pool is None:
+        flat = flat_features(features, in_chans, img_size)
+    else:
+        head.add_module("pool", nn.AdaptiveAvgPool2d(adaptive_pool))
+        flat = c * adaptive_pool * adaptive_pool
     head.add_module("flatten", nn.Flatten())
-    head.add_module("fc6", nn.Linear(flat_features(features, in_chans, img_size), hidden))
+    head.add_module("fc6", nn.Linear(flat, hidden))
     head.add_module("relu6", nn.ReLU(inplace=True))
     head.add_module("drop6", nn.Dropout(drop_rate))
     head.add_module("fc7", nn.Linear(hidden, hidden))
