@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from ._format import human_count as _human_count
 from .errors import DeeparchError, ModelOptionError
 
 
@@ -46,15 +47,6 @@ def _target(name: str, options: dict[str, Any]):
     if accepts(name, "img_size") and "img_size" not in options:
         model.input_size = card.input_size
     return model
-
-
-def _human_count(n: float) -> str:
-    """``inspect.render.human_count``, kept here because importing ``deeparch.inspect`` loads
-    torch (tests/test_models_cli.py checks that the two agree)."""
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
 
 
 def cmd_models(args) -> int:

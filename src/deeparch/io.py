@@ -73,13 +73,13 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     On any exception (also ``KeyboardInterrupt``) the temporary file is removed and
     ``path`` is left as it was. An ``OSError`` (full disk, read-only folder...) becomes a
-    :class:`WriteError`. ``suffix`` is accepted for compatibility and ignored: the
-    temporary name always ends in ``.deeparch-tmp``."""
+    :class:`WriteError`. The temporary name ends in ``.deeparch-tmp``, so writers that
+    infer a format from the name must be told it."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

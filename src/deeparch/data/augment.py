@@ -790,7 +790,7 @@ def save_augmented(path: str | os.PathLike, images: Tensor, labels: Tensor | Non
         arrays["groups"] = torch.as_tensor(groups).detach().cpu().to(torch.int64).numpy()
     if classes is not None:
         arrays["classes"] = np.array([str(c) for c in classes], dtype=np.str_)
-    with atomic_path(target, suffix=".npz") as tmp:
+    with atomic_path(target) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     return target

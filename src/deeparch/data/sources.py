@@ -321,9 +321,8 @@ def _load_csv(path: Path, name: str, whole: bool = True) -> ArrayDataset:
 def _load_npz(path: Path, split: str) -> ArrayDataset:
     images, labels, names, notes, groups = read_npz(path, split)
     classes = _classes_for(labels, names, str(path))
-    keras = names is None and groups is None and not _npz_is_whole(path)
     return ArrayDataset(torch.from_numpy(images), torch.from_numpy(labels), classes,
-                        path.stem, notes, whole=not keras,
+                        path.stem, notes, whole=_npz_is_whole(path),
                         groups=None if groups is None else torch.from_numpy(groups.astype(np.int64)))
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -1,24 +1,10 @@
 """Renderers of a :class:`~deeparch.inspect.summary.Summary`: table, keras, markdown, json."""
 from __future__ import annotations
 
+from .._format import human_bytes, human_count  # noqa: F401  (re-exported)
 from ..errors import DeeparchError
 
 FORMATS = ("table", "keras", "markdown", "json")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def human_count(n: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
 
 
 def dims(shape) -> str:

@@ -4,17 +4,18 @@ Every built-in model's card and the params / mult-adds the inspector computes at
 default input, read by `deeparch models` and `deeparch info` while FINGERPRINT
 matches SOURCES, the files they were computed from (registry.figures_fingerprint).
 """
-SOURCES = ('inspect/__init__.py', 'inspect/explain.py', 'inspect/render.py', 'inspect/summary.py',
- 'inspect/trace.py', 'layers/__init__.py', 'layers/activation.py', 'layers/blocks.py',
- 'layers/conv.py', 'layers/dense.py', 'layers/mbconv.py', 'layers/norm.py', 'layers/pool.py',
- 'layers/preact.py', 'layers/probe.py', 'layers/regularize.py', 'models/__init__.py',
- 'models/_all.py', 'models/alexnet.py', 'models/base.py', 'models/densenet.py', 'models/dpn.py',
- 'models/efficientnet.py', 'models/fashion_cnn.py', 'models/fractalnet.py', 'models/googlenet.py',
- 'models/lenet.py', 'models/mobilenet.py', 'models/nasnet.py', 'models/preact_resnet.py',
- 'models/registry.py', 'models/resnet.py', 'models/shufflenet.py', 'models/squeezenet.py',
- 'models/vgg.py', 'models/xception.py', 'pattern.py')
+SOURCES = ('_format.py', 'inspect/__init__.py', 'inspect/explain.py', 'inspect/render.py',
+ 'inspect/summary.py', 'inspect/trace.py', 'layers/__init__.py', 'layers/activation.py',
+ 'layers/blocks.py', 'layers/conv.py', 'layers/dense.py', 'layers/mbconv.py', 'layers/norm.py',
+ 'layers/pool.py', 'layers/preact.py', 'layers/probe.py', 'layers/regularize.py',
+ 'models/__init__.py', 'models/_all.py', 'models/alexnet.py', 'models/base.py',
+ 'models/densenet.py', 'models/dpn.py', 'models/efficientnet.py', 'models/fashion_cnn.py',
+ 'models/fractalnet.py', 'models/googlenet.py', 'models/lenet.py', 'models/mobilenet.py',
+ 'models/nasnet.py', 'models/preact_resnet.py', 'models/registry.py', 'models/resnet.py',
+ 'models/shufflenet.py', 'models/squeezenet.py', 'models/vgg.py', 'models/xception.py',
+ 'pattern.py')
 
-FINGERPRINT = '45618ab717f599973ab61a548182c214368d8c07a18fd0008cd1c614e8a5c4c4'
+FINGERPRINT = 'e1fb869c03f261cb6e4f84d62e98b853103329238376c49cffacb5809741f6aa'
 
 MODELS = {'alexnet': {'card': {'name': 'alexnet',
                       'family': 'alexnet',

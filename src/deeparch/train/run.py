@@ -259,11 +259,10 @@ def check_labels(train, test) -> None:
         raise DataError(f"the training and test splits name their classes differently "
                         f"({detail}), so a label would mean one class in training and another "
                         f"in testing; give both splits the same class folders.")
+    from ..data.sources import check_trainable
+
+    check_trainable(train, "the training data")
     seen = set(torch.unique(train.labels).tolist())
-    if len(seen) < 2:
-        only = train.classes[next(iter(seen))] if seen else "none"
-        raise DataError(f"the training data has only one class ({only!r}, {len(train)} "
-                        f"images); a classifier needs images of at least two classes.")
     missing = sorted(set(torch.unique(test.labels).tolist()) - seen)
     if missing:
         names = ", ".join(repr(test.classes[i]) if i < len(test.classes) else repr(str(i))

@@ -142,10 +142,6 @@ class RunLock:
             os.close(self._fd)
         self._fd = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
@@ -161,6 +157,17 @@ def _read_holder(fd: int) -> str:
         return ""
 
 
+def _refuse_contents(out: Path, force: bool) -> None:
+    """Refuse a non-empty ``out`` that holds no deeparch run, or one that does without
+    ``force``."""
+    if not has_marker(out):
+        raise CheckpointError(f"{out} is not empty and holds no deeparch run, so nothing in "
+                              f"it will be touched; choose a new or empty --out folder.")
+    if not force:
+        raise CheckpointError(f"{out} already holds a deeparch run; continue it with "
+                              f"`deeparch train --resume {out}`, or add --force to replace it.")
+
+
 def claim(out: Path, force: bool, *, main: bool = True) -> tuple[RunLock | None, bool]:
     """Take ``out`` for a new run: check it may be written, lock it, clear a previous run
     when ``force``, write the marker. Returns (the lock, whether the folder was created).
@@ -170,19 +177,11 @@ def claim(out: Path, force: bool, *, main: bool = True) -> tuple[RunLock | None,
     ``force`` is false; ``out`` is in use by another process."""
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"--out {out} is a file; give a folder for the run.")
-    if out.is_dir():
-        entries = _visible_entries(out)
-        if entries and not has_marker(out):
-            raise CheckpointError(f"{out} is not empty and holds no deeparch run, so nothing "
-                                  f"in it will be touched; choose a new or empty --out "
-                                  f"folder.")
-        if entries and not force and main:
-            # in use beats "already holds a run": say what is really going on
-            with RunLock(out):
+    if out.is_dir() and _visible_entries(out):
+        if has_marker(out) and not force and main:
+            with RunLock(out):      # in use beats "already holds a run": say what is going on
                 pass
-            raise CheckpointError(f"{out} already holds a deeparch run; continue it with "
-                                  f"`deeparch train --resume {out}`, or add --force to "
-                                  f"replace it.")
+        _refuse_contents(out, force)
     if not main:
         return None, False
     created = not out.exists()
@@ -192,15 +191,8 @@ def claim(out: Path, force: bool, *, main: bool = True) -> tuple[RunLock | None,
         raise CheckpointError(f"cannot create the run folder {out} ({exc.strerror or exc}).") from exc
     lock = RunLock(out).acquire()
     try:
-        if _visible_entries(out):
-            if not has_marker(out):     # filled by someone else since the check above
-                raise CheckpointError(f"{out} is not empty and holds no deeparch run, so "
-                                      f"nothing in it will be touched; choose a new or empty "
-                                      f"--out folder.")
-            if not force:
-                raise CheckpointError(f"{out} already holds a deeparch run; continue it with "
-                                      f"`deeparch train --resume {out}`, or add --force to "
-                                      f"replace it.")
+        if _visible_entries(out):       # again under the lock: it may have changed since
+            _refuse_contents(out, force)
             clear_run(out)
         write_marker(out)
     except BaseException:

@@ -31,7 +31,7 @@ def plot_complexity(rows, path: str | Path, title: str = "Mult-adds against para
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path

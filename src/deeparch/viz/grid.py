@@ -135,7 +135,7 @@ def save_image_grid(images: Any, path: str | os.PathLike, nrow: int = 8,
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99 if titles is None else 0.95,
                         wspace=0.05, hspace=0.3 if titles is not None else 0.05)
     target = Path(path)
-    with atomic_path(target, suffix=".png") as tmp:
+    with atomic_path(target) as tmp:
         with open(tmp, "wb") as f:
             fig.savefig(f, format="png", dpi=dpi)
     return target

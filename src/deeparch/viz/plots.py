@@ -13,7 +13,7 @@ from ..io import atomic_path
 
 def _save(fig, path: str | os.PathLike, dpi: int) -> Path:
     target = Path(path)
-    with atomic_path(target, suffix=".png") as tmp:
+    with atomic_path(target) as tmp:
         with open(tmp, "wb") as f:
             fig.savefig(f, format="png", dpi=dpi)
     return target
