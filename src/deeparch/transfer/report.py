@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .preprocess import Preprocess
+
 
 def _names(keys: list[str], limit: int = 4) -> str:
     shown = ", ".join(keys[:limit])
@@ -24,7 +26,9 @@ class LoadReport:
     holds the model tensors left as they were, with the reason (a classifier of another
     size, a batch-norm step counter the file lacks...); ``unused`` the file's tensors that
     went nowhere, with the reason; ``settings`` the model settings changed to compute what
-    the source computes (a batch-norm epsilon); ``notes`` anything else worth knowing.
+    the source computes (a batch-norm epsilon); ``notes`` anything else worth knowing;
+    ``preprocess`` how the source expects its images (size, crop, mean/std), None where the
+    file does not say (a state dict given in memory).
     """
 
     source: str                                   # "torchvision" or "deeparch"
@@ -38,6 +42,7 @@ class LoadReport:
     settings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     total: int = 0                                # tensors in the model's state dict
+    preprocess: Preprocess | None = None
 
     @property
     def renamed(self) -> dict[str, str]:
@@ -55,7 +60,8 @@ class LoadReport:
                 "renamed": self.renamed, "reshaped": dict(self.reshaped),
                 "initialised": dict(self.initialised), "unused": dict(self.unused),
                 "settings": list(self.settings), "notes": list(self.notes),
-                "total": self.total}
+                "total": self.total,
+                "preprocess": self.preprocess.to_dict() if self.preprocess else None}
 
     def __str__(self) -> str:
         origin = (f"torchvision's {self.architecture}" if self.source == "torchvision"
@@ -79,6 +85,8 @@ class LoadReport:
         for s in self.settings:
             lines.append(f"Changed on the model: {s}.")
         lines.extend(self.notes)
+        if self.preprocess is not None:
+            lines.append(f"Images as the source expects them: {self.preprocess.describe()}.")
         return "\n".join(lines)
 
     @property

@@ -436,7 +436,8 @@ def new_head(model: nn.Module, num_classes: int) -> nn.Module:
             and callable(getattr(model, "get_classifier", None)):
         old = model.get_classifier()
         ref = next(old.parameters(), None)
-        had = {id(p) for p in model.parameters()}
+        before = list(model.parameters())    # held, so no new tensor can reuse an old id
+        had = {id(p) for p in before}
         model.reset_classifier(n)
         new = model.get_classifier()
         for m in model.modules():           # the classifier and any others reset with it
@@ -444,6 +445,7 @@ def new_head(model: nn.Module, num_classes: int) -> nn.Module:
                 if ref is not None:
                     m.to(device=ref.device, dtype=ref.dtype)
                 setattr(m, _NEW, True)
+        del before
         return new
     if not _is_chain(model):
         raise ModelOptionError(f"new_head needs a deeparch Network or an nn.Sequential, not a "

@@ -15,6 +15,7 @@ raises a :class:`~deeparch.errors.WeightsMismatchError` and leaves the model as 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from torch import nn
 from ..errors import DeeparchError, WeightsError, WeightsMismatchError
 from ..models.registry import create_model as _build
 from ..models.registry import builder_options, list_models, model_info
+from . import preprocess as pre
 from . import torchvision as tv
 from .files import WeightsFile, read_weights
 from .report import LoadReport
@@ -293,7 +295,30 @@ def _plan_report(wf: WeightsFile, model: nn.Module, source: str,
         report.unused.setdefault(fk, "no such tensor in the model")
     if plan.arch is not None and plan.arch.note:
         report.notes.append(plan.arch.note)
+    report.preprocess = _preprocess_of(plan, wf)
     return report, plan
+
+
+def _preprocess_of(plan: _Plan, wf: WeightsFile) -> pre.Preprocess | None:
+    """How the file's source expects images: torchvision's convention for its files, the
+    recorded one for deeparch's (converted files and runs)."""
+    if plan.source == "torchvision":
+        return pre.torchvision()
+    text = wf.metadata.get("preprocess")
+    if text:
+        try:
+            return pre.Preprocess.from_dict(json.loads(text))
+        except (ValueError, TypeError, KeyError, DeeparchError):
+            return None
+    mean, std = wf.metadata.get("deeparch.mean"), wf.metadata.get("deeparch.std")
+    if mean and std:                     # a deeparch run's model: its data's statistics
+        try:
+            size = json.loads(wf.metadata.get("deeparch.input_size") or "null")
+            side = int(size[-1]) if isinstance(size, list) and size else None
+            return pre.from_stats(json.loads(mean), json.loads(std), size=side)
+        except (ValueError, TypeError, IndexError, DeeparchError):
+            return None
+    return None
 
 
 def _count(keys: list[str], word: str) -> str:
@@ -431,6 +456,8 @@ def convert(weights, model_name: str | None, out_path: str | os.PathLike,
         meta["options"] = kwargs
     if len(eps) == 1:
         meta["bn_eps"] = repr(eps.pop())
+    if report.preprocess is not None:
+        meta["preprocess"] = report.preprocess.to_dict()
     return save_weights(out_path, model, meta)
 
 
