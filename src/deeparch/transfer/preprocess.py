@@ -113,3 +113,53 @@ def from_stats(mean: Sequence[float], std: Sequence[float], size: int | None = N
                name: str = "deeparch") -> Preprocess:
     """A deeparch run's own normalisation (its training data's channel statistics)."""
     return Preprocess(name, tuple(mean), tuple(std), size=size)
+
+
+def match_channels(images: torch.Tensor, channels: int) -> tuple[torch.Tensor, str | None]:
+    """uint8 ``N x C x H x W`` images with ``channels`` channels, and a note saying what was
+    done: grey images are repeated into three identical channels (what a network trained on
+    colour photographs sees of a grey one); colour images become grey by ITU-R BT.601 luma."""
+    c = images.shape[1]
+    if c == channels:
+        return images, None
+    if c == 1:
+        return (images.expand(-1, channels, -1, -1).contiguous(),
+                f"grey images repeated into {channels} identical channels")
+    if c == 3 and channels == 1:
+        w = torch.tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1)
+        grey = (images.to(torch.float32) * w).sum(1, keepdim=True).round_().clamp_(0, 255)
+        return grey.to(torch.uint8), "colour images turned grey (ITU-R BT.601 luma)"
+    raise DeeparchError(f"images have {c} channels and the network reads {channels}; only grey "
+                        f"<-> colour can be converted.")
+
+
+def fit_images(images: torch.Tensor, pre: Preprocess, size: int | None = None,
+               crop: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """uint8 images shaped for a network that expects ``pre``: channels matched, then
+    resized to ``size`` (default ``pre.size``; None: kept) -- with ``crop`` the way the
+    source evaluates photographs (shorter side to ``pre.resize``, centre crop), else straight
+    to ``size x size`` (small data sets like ``digits``, whose whole image is the object).
+    Returns the images and notes saying what was done."""
+    from ..data import resize_images
+
+    images, note = match_channels(images, pre.channels)
+    notes = [note] if note else []
+    side = size if size is not None else pre.size
+    if side is None:
+        return images, notes
+    h, w = images.shape[2:]
+    if crop and pre.resize and (h, w) != (side, side):
+        short = pre.resize
+        nh, nw = (short, max(short, round(w * short / h))) if h <= w else \
+            (max(short, round(h * short / w)), short)
+        images = resize_images(images, (nh, nw))
+        top, left = (nh - side) // 2, (nw - side) // 2
+        images = images[:, :, top:top + side, left:left + side].contiguous()
+        notes.append(f"images resized from {h}x{w} to {nh}x{nw} and centre-cropped to "
+                     f"{side}x{side} ({pre.name})")
+    elif (h, w) != (side, side):
+        images = resize_images(images, (side, side))
+        notes.append(f"images resized from {h}x{w} to {side}x{side} ({pre.name} weights take "
+                     f"{side}x{side})" if side == pre.size else
+                     f"images resized from {h}x{w} to {side}x{side}")
+    return images, notes
