@@ -9,7 +9,9 @@
   file exists an HTTP ``Range`` request asks for the rest. Only a complete file whose
   checksum matches is renamed onto ``<name>``, so the real name never holds half a
   file. A checksum mismatch deletes the ``.part``; an interrupted transfer keeps it
-  (that is what makes the next call resume).
+  (that is what makes the next call resume). The checksum is an MD5 or SHA-256 digest,
+  or the leading hex digits of a SHA-256 (``sha256_prefix``: what torchvision publishes
+  in its file names); ``progress`` shows a tqdm bar on stderr (the weights hub uses both).
 * :func:`extract_archive` -- tar.gz extraction that refuses absolute paths, ``..``,
   links and devices, unpacks into a temporary folder and moves the result into place.
 
@@ -22,6 +24,7 @@ import http.client
 import logging
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -122,35 +125,64 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def _expected(md5: str | None, sha256: str | None) -> tuple[str | None, str | None]:
+@dataclass(frozen=True)
+class _Checksum:
+    """The digest a file must have: all of it, or (``prefix``) its leading hex digits."""
+
+    algorithm: str | None = None
+    expected: str | None = None
+    prefix: bool = False
+
+    def matches(self, path: Path) -> bool:
+        return self.expected is None or self.agrees(file_digest(path, self.algorithm))
+
+    def agrees(self, digest: str) -> bool:
+        return digest.startswith(self.expected) if self.prefix else digest == self.expected
+
+    def describe(self) -> str:
+        name = self.algorithm.upper() if self.algorithm else ""
+        return (f"{name} checksum (expected a digest starting {self.expected}"
+                if self.prefix else f"{name} checksum (expected {self.expected}")
+
+
+def _expected(md5: str | None, sha256: str | None,
+              sha256_prefix: str | None = None) -> _Checksum:
     if sha256:
-        return "sha256", sha256.lower()
+        return _Checksum("sha256", sha256.lower())
     if md5:
-        return "md5", md5.lower()
-    return None, None
+        return _Checksum("md5", md5.lower())
+    if sha256_prefix:
+        return _Checksum("sha256", sha256_prefix.lower(), prefix=True)
+    return _Checksum()
 
 
 def download_file(url: str, dest: str | os.PathLike, *, md5: str | None = None,
-                  sha256: str | None = None, timeout: float = 60.0,
-                  manual_hint: str | None = None) -> Path:
+                  sha256: str | None = None, sha256_prefix: str | None = None,
+                  timeout: float = 60.0, manual_hint: str | None = None,
+                  folder_hint: str = "choose another data folder",
+                  progress: bool | None = False) -> Path:
     """Fetch ``url`` into ``dest``, resuming a ``dest.part`` left by an earlier attempt.
 
     A ``dest`` that already exists with the right checksum is kept as it is.
-    ``manual_hint`` replaces the default "put <file> in <folder>" advice of the
-    offline error (``fetch`` uses it to name every file of a dataset).
+    ``sha256_prefix``: the file's SHA-256 must start with these hex digits (torchvision
+    publishes 8 or 10 of them in its file names). ``manual_hint`` replaces the default
+    "put <file> in <folder>" advice of the offline error (``fetch`` uses it to name every
+    file of a dataset); ``folder_hint`` is the advice when ``dest``'s folder cannot be
+    made. ``progress``: a tqdm bar on stderr -- True always, None only when stderr is a
+    terminal, False never.
     Raises :class:`DownloadError` when offline, on an HTTP error, an interrupted
     transfer (the ``.part`` is kept for the next call) or a checksum mismatch (the
     ``.part`` is deleted).
     """
     dest = Path(dest)
-    algorithm, expected = _expected(md5, sha256)
-    if dest.is_file() and (expected is None or file_digest(dest, algorithm) == expected):
+    check = _expected(md5, sha256, sha256_prefix)
+    if dest.is_file() and check.matches(dest):
         return dest
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"cannot create the folder {dest.parent} for {dest.name} "
-                            f"({exc.strerror or exc}); choose another data folder.") from exc
+                            f"({exc.strerror or exc}); {folder_hint}.") from exc
     part = dest.with_name(dest.name + ".part")
     hint = manual_hint or f"download {dest.name} from {url} by hand and put it in {dest.parent}"
 
@@ -165,7 +197,7 @@ def download_file(url: str, dest: str | os.PathLike, *, md5: str | None = None,
             exc.close()
             if exc.code == 416 and offset:
                 # The partial file may already hold everything; the checksum decides.
-                if expected is not None and file_digest(part, algorithm) == expected:
+                if check.expected is not None and check.matches(part):
                     os.replace(part, dest)
                     return dest
                 part.unlink()
@@ -177,43 +209,66 @@ def download_file(url: str, dest: str | os.PathLike, *, md5: str | None = None,
             raise DownloadError(f"could not reach {url} ({reason}), so nothing was "
                                 f"downloaded; {hint}, or try again when online.") from exc
         with response:
-            _receive(response, part, offset, url)
+            _receive(response, part, offset, url, progress)
         break
     else:  # pragma: no cover - two 416 answers in a row
         raise DownloadError(f"the server of {url} refused to resume and to restart; {hint}.")
 
-    if expected is not None:
-        actual = file_digest(part, algorithm)
-        if actual != expected:
+    if check.expected is not None:
+        actual = file_digest(part, check.algorithm)
+        if not check.agrees(actual):
             part.unlink()
-            raise DownloadError(f"{url} does not match its published {algorithm.upper()} "
-                                f"checksum (expected {expected}, got {actual}), so it was "
-                                f"deleted; try again later, or {hint}.")
+            raise DownloadError(f"{url} does not match its published {check.describe()}, "
+                                f"got {actual}), so it was deleted; try again later, or "
+                                f"{hint}.")
     os.replace(part, dest)
     log.info("downloaded %s", dest)
     return dest
 
 
-def _receive(response, part: Path, offset: int, url: str) -> None:
+def _progress_bar(enabled: bool | None, name: str, total: int | None, initial: int):
+    """A tqdm bar in bytes on stderr, or None (``enabled`` None: only on a terminal)."""
+    if enabled is None:
+        enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, file=sys.stderr, unit="B",
+                unit_scale=True, unit_divisor=1024, leave=False, dynamic_ncols=True,
+                mininterval=0.2)
+
+
+def _receive(response, part: Path, offset: int, url: str,
+             progress: bool | None = False) -> None:
     """Write the body of ``response`` to ``part``, appending after ``offset`` on a 206."""
     status = getattr(response, "status", None) or response.getcode()
     resumed = bool(offset) and status == 206 and _range_start(response) == offset
     if offset and not resumed:
         log.info("server did not resume %s; starting again", url)
     length = response.headers.get("Content-Length")
+    start = offset if resumed else 0
+    total = start + int(length) if length is not None and length.isdigit() else None
+    bar = _progress_bar(progress, part.name[:-len(".part")], total, start)
     received = 0
-    with open(part, "ab" if resumed else "wb") as fh:
-        while True:
-            try:
-                block = response.read(_CHUNK)
-            except (OSError, http.client.HTTPException) as exc:
-                raise DownloadError(f"the download of {url} was interrupted ({exc!r}); the "
-                                    f"part received was kept in {part}, so running again "
-                                    f"resumes it.") from exc
-            if not block:
-                break
-            fh.write(block)
-            received += len(block)
+    try:
+        with open(part, "ab" if resumed else "wb") as fh:
+            while True:
+                try:
+                    block = response.read(_CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise DownloadError(f"the download of {url} was interrupted ({exc!r}); "
+                                        f"the part received was kept in {part}, so running "
+                                        f"again resumes it.") from exc
+                if not block:
+                    break
+                fh.write(block)
+                received += len(block)
+                if bar is not None:
+                    bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
     if length is not None and length.isdigit() and received != int(length):
         raise DownloadError(f"the download of {url} stopped after {received} of {length} "
                             f"bytes; the part received was kept in {part}, so running "

@@ -68,6 +68,7 @@ class TrainConfig:
     momentum: float = 0.9           # SGD only
     nesterov: bool = False          # SGD only
     weight_decay: float = 0.0       # L2 for SGD/Adam, decoupled for AdamW
+    lr_backbone: float | None = None  # rate of pretrained layers (transfer); None = lr
     schedule: str = "none"
     step_size: int = 10             # 'step': epochs between decays
     gamma: float = 0.1              # 'step' and 'plateau': the decay factor
@@ -128,6 +129,8 @@ class TrainConfig:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0.0):
             raise TrainingError("nesterov=True needs optimizer='sgd' with a momentum above 0.")
         number("weight_decay", 0.0)
+        if self.lr_backbone is not None:
+            number("lr_backbone", 0.0)
         choice("schedule", SCHEDULES)
         whole("step_size", 1)
         number("gamma", 0.0, 1.0, lo_open=True, hi_open=True)

@@ -48,7 +48,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..errors import (CheckpointError, DataError, DeeparchError, ShapeError, TrainingError)
+from ..errors import (CheckpointError, DataError, DeeparchError, ShapeError, TrainingError,
+                      WeightsError)
 from ..io import WriteError, write_text
 from . import distributed as D
 from .checkpoint import CheckpointWriteError, load_weights, save_weights
@@ -187,6 +188,9 @@ def _check_run_config(cfg: dict[str, Any], path: Path) -> None:
     except DeeparchError as exc:
         raise CheckpointError(f"{path} is damaged: its training settings are invalid "
                               f"({str(exc).rstrip('.')}).") from None
+    if cfg.get("transfer") is not None:
+        from .pretrained import check_record
+        check_record(cfg["transfer"], bad)
     fp = cfg.get("fingerprint")
     if fp is not None and not (isinstance(fp, dict) and all(
             isinstance(k, str) and isinstance(v, str) and len(v) <= 128 for k, v in fp.items())):
@@ -317,12 +321,17 @@ def _check_image_budget(n: int, c: int, h: int, w: int) -> None:
                         f"image size or fewer images.")
 
 
-def _resize(ds, size: tuple[int, int]):
+def _fit(ds, input_size: Sequence[int]):
+    """``ds`` as the model reads it: ``input_size`` (C, H, W) -- grey images repeated into
+    three channels for a network that reads colour (pretrained weights), then resized."""
     from ..data import resize_images
+    from ..transfer.preprocess import match_channels
 
-    if tuple(ds.images.shape[2:]) == tuple(size):
-        return ds
-    return dataclasses.replace(ds, images=resize_images(ds.images, size))
+    c, h, w = input_size
+    images, _ = match_channels(ds.images, c)
+    if tuple(images.shape[2:]) != (h, w):
+        images = resize_images(images, (h, w))
+    return ds if images is ds.images else dataclasses.replace(ds, images=images)
 
 
 def _check_output(model: nn.Module, input_size: tuple[int, int, int], num_classes: int,
@@ -417,6 +426,7 @@ class _Setup:
     data_size: tuple[int, int, int]
     notes: list[str]
     fingerprint: dict[str, str]
+    pretrained: Any = None            # deeparch.train.pretrained.Pretrained
 
 
 def _setup(spec: dict[str, Any], cfg: TrainConfig, fit_input: bool,
@@ -447,10 +457,23 @@ def _setup(spec: dict[str, Any], cfg: TrainConfig, fit_input: bool,
         c, h, w = spec["input_size"]
         fit_input = False
     _check_image_budget(len(train) + len(test), c, h, w)
+    pretrained = None
     try:
-        model, size, note = build_model(spec["model"], train.num_classes, (c, h, w),
-                                        spec.get("model_options"), seed=cfg.seed,
-                                        fit_input=fit_input)
+        if spec.get("transfer"):
+            from .pretrained import build as build_pretrained
+            pretrained = build_pretrained(spec, train.num_classes, data_size[0], cfg.seed,
+                                          stored)
+            model, size, note = pretrained.model, pretrained.input_size, None
+            notes.extend(pretrained.notes)
+            if tuple(size) != tuple(data_size):
+                notes.append(f"images fitted from {'x'.join(map(str, data_size))} to "
+                             f"{'x'.join(map(str, size))} for the pretrained weights")
+        else:
+            model, size, note = build_model(spec["model"], train.num_classes, (c, h, w),
+                                            spec.get("model_options"), seed=cfg.seed,
+                                            fit_input=fit_input)
+    except (CheckpointError, WeightsError):
+        raise
     except (DeeparchError, TypeError, ValueError, RuntimeError, OverflowError,
             MemoryError) as exc:
         if stored is None:
@@ -468,14 +491,15 @@ def _setup(spec: dict[str, Any], cfg: TrainConfig, fit_input: bool,
                             f"an image size of {h}x{w} cannot apply; leave the image size out "
                             f"or change INPUT.")
     _check_image_budget(len(train) + len(test), *size)
-    train, test = _resize(train, size[1:]), _resize(test, size[1:])
+    train, test = _fit(train, size), _fit(test, size)
     train, val = split_data(train, cfg)
     if cfg.subset is not None and cfg.subset < len(test):
         test = subset(test, cfg.subset, seed=cfg.seed)
     prints["test"] = fingerprint(test)
     if stored is not None:
         _check_fingerprint(spec, "test", test, stored)
-    return _Setup(model, train, val, test, tuple(size), tuple(data_size), notes, prints)
+    return _Setup(model, train, val, test, tuple(size), tuple(data_size), notes, prints,
+                  pretrained)
 
 
 # --------------------------------------------------------------------------- train / resume
@@ -484,9 +508,18 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
           force: bool = False, model_options: dict[str, Any] | None = None,
           image_size: int | Sequence[int] | None = None, download: bool = False,
           log: Callable[[str], Any] | None = print, progress: bool | None = None,
-          config: TrainConfig | dict | None = None, **changes: Any) -> RunResult:
+          config: TrainConfig | dict | None = None, weights: str | Path | None = None,
+          from_run: str | Path | None = None, regime: str | None = None,
+          **changes: Any) -> RunResult:
     """Train ``model`` (a registry name or a layer pattern) on ``data`` (a dataset name or
     path) and write the run folder ``out`` (see the module docstring).
+
+    Transfer learning: ``weights`` (a weights file or a name such as
+    ``'torchvision:resnet18'``) or ``from_run`` (a run folder; ``model`` may then be None)
+    start the model from pretrained weights, and ``regime`` (``full``, ``linear``,
+    ``cached``, ``top:K``; see :mod:`deeparch.transfer.regime`) says what trains;
+    ``lr_backbone=`` (a training setting) gives the pretrained layers their own rate. See
+    :mod:`deeparch.train.pretrained`.
 
     Keywords are :class:`TrainConfig` fields (``epochs=30, lr=1e-3, ...``). Raises
     :class:`CheckpointError` for an ``out`` that holds a previous run (unless ``force``),
@@ -494,6 +527,28 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
     Launched by torchrun, it trains data-parallel; rank 0 writes the files.
     """
     cfg = make_config(config, **changes)
+    transfer = None
+    if weights is not None or from_run is not None or regime is not None:
+        from ..transfer.regime import parse_regime
+        if weights is None and from_run is None:
+            raise TrainingError(f"regime {regime} says how to train from pretrained weights; "
+                                f"give them with --weights FILE|NAME or --from-run RUN.")
+        if cfg.augment and str(parse_regime(regime)) == "cached":
+            _check_cached({"transfer": {"regime": "cached"}}, cfg)
+        transfer = {"weights": None if weights is None else str(weights),
+                    "from_run": None if from_run is None else str(from_run),
+                    "regime": str(parse_regime(regime))}
+        if from_run is not None:
+            src = read_run_config(from_run)
+            if model is not None and str(model).strip() and str(model).strip() != src["model"]:
+                raise TrainingError(f"{from_run} is a run of {src['model'][:60]}, not "
+                                    f"{str(model).strip()[:60]}; leave the model out or give "
+                                    f"{src['model'][:60]}.")
+            model = src["model"]
+            model_options = {**(src.get("model_options") or {}), **dict(model_options or {})}
+    elif cfg.lr_backbone is not None:
+        raise TrainingError("lr_backbone is the rate of pretrained layers; give pretrained "
+                            "weights (--weights or --from-run) with it.")
     if not isinstance(model, str) or not model.strip():
         raise TrainingError("train() takes a model name or a layer pattern; for your own "
                             "nn.Module use deeparch.train.Trainer or fit().")
@@ -515,13 +570,21 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
             else image_size,
             "download": bool(download),
         }
+        if transfer is not None:
+            spec["transfer"] = transfer
         s = _setup(spec, cfg, fit_input=True)
         for n in s.notes:
             say(n)
         from ..data import channel_stats
 
-        mean, std = channel_stats(s.train)
-        std = tuple(max(v, 1e-6) for v in std)
+        pre = s.pretrained.preprocess if s.pretrained is not None else None
+        if pre is not None:
+            mean, std = pre.mean, pre.std
+        else:
+            mean, std = channel_stats(s.train)
+            std = tuple(max(v, 1e-6) for v in std)
+        if s.pretrained is not None:
+            spec["transfer"] = s.pretrained.record
         from .. import __version__
 
         run = {
@@ -536,16 +599,17 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
             "torch_threads": cfg.threads or torch.get_num_threads(),
         }
         n_params = sum(p.numel() for p in s.model.parameters())
-        trainer = Trainer(s.model, s.train, s.val, cfg, out=out, mean=mean, std=std,
-                          classes=s.train.classes, log=log, progress=progress)
+        trainer, test = _make_trainer(s, cfg, run, out, log, progress, say)
         if D.is_main():     # only now: a run that cannot start leaves no folder behind
             _write_json(out / "config.json", run)
         started = True
         say(f"training {spec['model'] if len(spec['model']) < 60 else 'the pattern'} "
             f"({n_params:,} parameters) on {len(s.train)} images of "
             f"{'x'.join(map(str, s.input_size))}, validating on {run['samples']['val']}, "
-            f"{cfg.epochs} epochs of batch {cfg.batch_size} with {cfg.optimizer} lr {cfg.lr:g}")
-        return _finish(trainer, s, run, out, say)
+            f"{cfg.epochs} epochs of batch {cfg.batch_size} with {cfg.optimizer} lr {cfg.lr:g}"
+            + (f" (pretrained layers {cfg.lr_backbone:g})" if cfg.lr_backbone is not None
+               else ""))
+        return _finish(trainer, s, run, out, say, test)
     finally:
         if not started:
             abandon(out, lock, created)
@@ -647,8 +711,7 @@ def resume(out: str | Path, *, epochs: int | None = None, checkpoint: str = "las
     try:
         say = log if (log is not None and D.is_main()) else (lambda s: None)
         s = _setup(run, cfg, fit_input=False, stored=out)
-        trainer = Trainer(s.model, s.train, s.val, cfg, out=out, mean=run["mean"],
-                          std=run["std"], classes=run["classes"], log=log, progress=progress)
+        trainer, test = _make_trainer(s, cfg, run, out, log, progress, say)
         path = _pick_checkpoint(out, trainer, checkpoint)
         threads = cfg.threads or torch.get_num_threads()
         if isinstance(run.get("torch_threads"), int) and run["torch_threads"] != threads:
@@ -673,14 +736,64 @@ def resume(out: str | Path, *, epochs: int | None = None, checkpoint: str = "las
         if epochs is not None and D.is_main() and run["train"].get("epochs") != epochs:
             run["train"] = cfg.to_dict()
             _write_json(out / "config.json", run)
-        return _finish(trainer, s, run, out, say)
+        return _finish(trainer, s, run, out, say, test)
     finally:
         if lock is not None:
             lock.release()
 
 
+def _is_cached(run: dict[str, Any]) -> bool:
+    t = run.get("transfer")
+    return bool(t) and str(t.get("regime")) == "cached"
+
+
+def _check_cached(run: dict[str, Any], cfg: TrainConfig) -> None:
+    if not _is_cached(run):
+        return
+    if cfg.augment:
+        raise TrainingError("the cached regime computes every image's features once, so the "
+                            "images cannot be augmented on the fly; leave --augment out or use "
+                            "--regime linear.")
+    if D.info().world_size > 1:
+        raise TrainingError("the cached regime trains one small layer on stored features; run "
+                            "it in one process, not under torchrun.")
+
+
+def _make_trainer(s: _Setup, cfg: TrainConfig, run: dict[str, Any], out: Path, log, progress,
+                  say) -> tuple[Trainer, Any]:
+    """The run's Trainer and the test data it is evaluated on: the whole model on images, or
+    (the ``cached`` regime) the classifier alone on features computed once."""
+    if not _is_cached(run):
+        return (Trainer(s.model, s.train, s.val, cfg, out=out, mean=run["mean"],
+                        std=run["std"], classes=run["classes"], log=log, progress=progress),
+                s.test)
+    _check_cached(run, cfg)
+    from ..transfer.regime import feature_head
+    from .pretrained import cached_features
+    from .speed import BatchStream
+
+    device = D.local_device(cfg.device)
+    splits = {"train": s.train, "test": s.test, **({"val": s.val} if s.val is not None else {})}
+    key = {"sha256": run["transfer"]["sha256"], "data": s.fingerprint.get("train"),
+           "test": s.fingerprint.get("test"), "input_size": run["input_size"],
+           "mean": run["mean"], "std": run["std"], "val_split": cfg.val_split, "seed": cfg.seed,
+           "subset": cfg.subset}
+    feats = cached_features(s.model, splits, run["mean"], run["std"],
+                            out if D.is_main() else None, key, cfg.batch_size, device, say)
+    train = BatchStream(feats["train"], s.train.labels, cfg.batch_size, shuffle=True,
+                        seed=cfg.seed, device=device)
+    val = (BatchStream(feats["val"], s.val.labels, max(cfg.batch_size, 256), shuffle=False,
+                       device=device) if s.val is not None else None)
+    test = BatchStream(feats["test"], s.test.labels, max(cfg.batch_size, 256), shuffle=False,
+                       device=device)
+    trainer = Trainer(feature_head(s.model), train, val, cfg, out=out, mean=run["mean"],
+                      std=run["std"], classes=run["classes"], log=log, progress=progress)
+    return trainer, test
+
+
 def _finish(trainer: Trainer, s: _Setup, run: dict[str, Any], out: Path,
-            say: Callable[[str], Any]) -> RunResult:
+            say: Callable[[str], Any], test: Any = None) -> RunResult:
+    model = s.model if _is_cached(run) else trainer.module
     history = trainer.fit()
     paths = {"config": out / "config.json", "history": out / "history.json",
              "log": out / "log.csv", "metrics": out / "metrics.json",
@@ -689,7 +802,7 @@ def _finish(trainer: Trainer, s: _Setup, run: dict[str, Any], out: Path,
              "best": trainer.best_checkpoint}
     metrics: dict[str, Any] = {}
     if D.is_main():
-        metrics = trainer.evaluate(s.test)
+        metrics = trainer.evaluate(s.test if test is None else test)
         restored = (trainer.config.restore_best and trainer.best is not None
                     and history and trainer.best["epoch"] != history[-1]["epoch"])
         best_epoch = trainer.best["epoch"] if trainer.best else None
@@ -700,7 +813,7 @@ def _finish(trainer: Trainer, s: _Setup, run: dict[str, Any], out: Path,
         try:
             history.save(paths["history"], paths["log"])
             _write_json(paths["metrics"], metrics)
-            save_weights(paths["model"], trainer.module,
+            save_weights(paths["model"], model,
                          {"deeparch.model": run["model"], "deeparch.classes": run["classes"],
                           "deeparch.input_size": run["input_size"], "deeparch.mean": run["mean"],
                           "deeparch.std": run["std"]})
@@ -714,7 +827,7 @@ def _finish(trainer: Trainer, s: _Setup, run: dict[str, Any], out: Path,
             raise CheckpointWriteError(f"{str(exc).rstrip('.')} and the previous file is "
                                        f"kept.") from exc
     D.barrier()
-    result = RunResult(out, history, metrics, run, trainer.module, paths)
+    result = RunResult(out, history, metrics, run, model, paths)
     if metrics:
         for line in result.summary_lines():
             say(line)
@@ -790,7 +903,7 @@ def evaluate(out: str | Path | Sequence[str | Path], *, crops: str = "none",
         from ..data import subset
         test = subset(test, cfg.subset, seed=cfg.seed)
     for o, (_, run) in zip(outs, loaded):
-        _check_fingerprint(run, "test", _resize(test, run["input_size"][1:]), Path(o))
+        _check_fingerprint(run, "test", _fit(test, run["input_size"]), Path(o))
     for o, (_, run) in zip(outs[1:], loaded[1:]):
         if run["data"] != first["data"] or run["classes"] != first["classes"] \
                 or run["train"].get("subset") != cfg.subset:
@@ -798,14 +911,14 @@ def evaluate(out: str | Path | Sequence[str | Path], *, crops: str = "none",
                                   f"an ensemble needs runs on the same data set.")
     if len(loaded) == 1:
         net, run = loaded[0]
-        metrics = _evaluate(net.to(dev), _resize(test, run["input_size"][1:]),
+        metrics = _evaluate(net.to(dev), _fit(test, run["input_size"]),
                             batch_size=batch_size, mean=run["mean"], std=run["std"],
                             classes=run["classes"], crops=crops, crop_size=crop_size,
                             device=dev)
     else:
         probs = None
         for net, run in loaded:
-            p = predict(net.to(dev), _resize(test, run["input_size"][1:]).images, crops=crops,
+            p = predict(net.to(dev), _fit(test, run["input_size"]).images, crops=crops,
                         crop_size=crop_size, mean=run["mean"], std=run["std"],
                         batch_size=batch_size, device=dev)
             probs = p if probs is None else probs + p

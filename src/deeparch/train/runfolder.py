@@ -30,7 +30,7 @@ RUN_FORMAT = "deeparch-run"
 MARKER = ".deeparch-run"
 LOCK = ".deeparch-lock"
 RUN_FILES = ("config.json", "history.json", "log.csv", "metrics.json", "model.safetensors",
-             "curves.png", "confusion.png")
+             "curves.png", "confusion.png", "features.safetensors")
 CHECKPOINT_FILES = ("last.safetensors", "last.json", "best.safetensors", "best.json")
 SUBDIRS = ("checkpoints", "tensorboard")
 

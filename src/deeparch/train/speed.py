@@ -79,6 +79,10 @@ class BatchStream:
     Batches: ``x`` float32 ``(pixel / 255 - mean) / std`` per channel (``mean``/``std`` in
     [0, 1] pixel units, one value or one per channel), ``y`` int64, both on ``device``.
 
+    Float images (features a frozen network computed once, the ``cached`` transfer regime)
+    are taken as already normalised: batches are the values themselves and ``augment`` is
+    refused.
+
     ``augment(batch, generator) -> batch`` (e.g. :class:`deeparch.data.augment.Augment`)
     is applied to every batch as float32 in raw pixel units [0, 255] *before*
     normalisation, so a constant fill of 0 means a black pixel as in Keras'
@@ -113,6 +117,13 @@ class BatchStream:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size}).")
         self.device = torch.device(device)
+        self.prenormalised = images.is_floating_point()
+        if self.prenormalised and augment is not None:
+            raise ValueError("float inputs are taken as normalised features, which cannot be "
+                             "augmented as images.")
+        if not self.prenormalised and images.dtype != torch.uint8:
+            raise ValueError(f"BatchStream expects uint8 images or float features, got "
+                             f"{images.dtype}.")
         c = images.shape[1]
         mean_t = _per_channel(mean, c, "mean")
         std_t = _per_channel(std, c, "std")
@@ -168,6 +179,10 @@ class BatchStream:
             gen = epoch_generator(self.seed, self.epoch, 1 + self.rank, self.device)
         for idx in self.batch_indices():
             idx = idx.to(self.device)
+            if self.prenormalised:
+                yield (self.images.index_select(0, idx).to(torch.float32),
+                       self.labels.index_select(0, idx))
+                continue
             x = self.images.index_select(0, idx).to(torch.float32)
             if self.augment is not None:
                 x = self.augment(x, gen)

@@ -136,7 +136,7 @@ class Trainer:
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  classes: Sequence[str] | None = None, log: Callable[[str], Any] | None = print,
                  progress: bool | None = None, callbacks: Iterable[Callback] = (),
-                 **changes: Any):
+                 param_groups: list[dict[str, Any]] | None = None, **changes: Any):
         from .speed import BatchStream, prepare_for_training
 
         self.config = c = make_config(config, **changes)
@@ -212,7 +212,11 @@ class Trainer:
         # ---- model and optimisation
         self.module = prepare_for_training(unwrap(model), self.device)
         self.model = D.wrap(self.module, self.device)
-        self.optimizer = build_optimizer(self.module, c)
+        if param_groups is None and c.lr_backbone is not None:
+            # pretrained layers at lr_backbone, the classifier (and new heads) at lr
+            from ..transfer.surgery import param_groups as _groups
+            param_groups = _groups(self.module, c.lr, c.lr_backbone)
+        self.optimizer = build_optimizer(self.module, c, param_groups)
         self.schedule = LRSchedule(c, self.steps_per_epoch)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
 
@@ -487,7 +491,8 @@ def _seconds_beside(path: Path, n: int) -> list[Any]:
             for s in seconds]
 
 
-_TRAINER_KEYS = {"out", "mean", "std", "classes", "log", "progress", "callbacks"}
+_TRAINER_KEYS = {"out", "mean", "std", "classes", "log", "progress", "callbacks",
+                 "param_groups"}
 
 
 def fit(model: nn.Module, train_data: Any, val_data: Any = None,
