@@ -215,3 +215,36 @@ def test_cli_regimes(source, tmp_path, capsys):
                  "--lr-backbone", "1e-4", "--epochs", "1", "--threads", "1", "--no-progress",
                  "--out", str(tmp_path / "again")]) == 0
     assert not (tmp_path / "x").exists()
+
+
+def test_a_hub_name_downloads_and_trains_with_the_publishers_recipe(tmp_path, monkeypatch):
+    """torchvision:squeezenet1_1 from a mirror folder (no hub is reachable here; the HTTP
+    path is tests/transfer/test_hub.py's): the model comes from the entry, the file is
+    checked against the entry's checksum, the preprocessing is torchvision's."""
+    import dataclasses
+    import hashlib
+
+    from deeparch.transfer import hub
+
+    served = tmp_path / "served"
+    served.mkdir()
+    e = hub.entry("torchvision:squeezenet1_1")
+    torch.manual_seed(0)
+    net = deeparch.create_model("squeezenet1_1", num_classes=1000)
+    torch.save(net.state_dict(), served / e.filename)
+    digest = hashlib.sha256((served / e.filename).read_bytes()).hexdigest()[:8]
+    monkeypatch.setitem(hub.ENTRIES, e.name, dataclasses.replace(e, checksum=digest))
+    monkeypatch.setenv("DEEPARCH_WEIGHTS_MIRROR", str(served))
+    monkeypatch.setenv("DEEPARCH_WEIGHTS", str(tmp_path / "cache"))
+    r = train(None, "digits", tmp_path / "run", weights="torchvision:squeezenet1_1",
+              regime="linear", image_size=48, subset=200, **FAST)
+    assert r.config["model"] == "squeezenet1_1"
+    assert (tmp_path / "cache" / "torchvision" / e.filename).is_file()
+    assert r.config["transfer"]["preprocess"]["name"] == "torchvision"
+    assert r.config["input_size"] == [3, 48, 48]
+    assert r.config["mean"] == pytest.approx(list(IMAGENET_MEAN))
+    with pytest.raises(TrainingError, match="loads into squeezenet1_1"):
+        train("resnet20", "digits", tmp_path / "other", weights="torchvision:squeezenet1_1",
+              **FAST)
+    with pytest.raises(DeeparchError, match="no published weights"):
+        train(None, "digits", tmp_path / "other", weights="torchvision:resnet5000", **FAST)

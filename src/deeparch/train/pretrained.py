@@ -61,13 +61,11 @@ def resolve(weights: str | None, from_run: str | None) -> tuple[Path, str, dict 
             raise CheckpointError(f"{run_dir} has no model.safetensors (the run did not finish); "
                                   f"resume it first or give --weights with a checkpoint.")
         return path.resolve(), str(run_dir), run
+    from ..transfer import hub
+
     given = str(weights)
-    try:
-        from ..transfer import hub
-    except ImportError:                                      # pragma: no cover
-        hub = None
-    if hub is not None and hub.is_hub_name(given):
-        return Path(hub.resolve(given)).resolve(), given, None
+    if hub.is_hub_name(given):
+        return Path(hub.resolve(given, progress=None)).resolve(), given, None
     path = Path(given).expanduser()
     if not path.exists():
         raise TrainingError(f"no weights file or run folder at {given}; give a .pth, .h5 or "
@@ -156,6 +154,11 @@ def build(spec: dict[str, Any], num_classes: int, data_channels: int, seed: int,
     torch.manual_seed(seed)
     frozen = apply_regime(model, regime, num_classes, replace_head=replace)
     pre = report.preprocess
+    given = str(t.get("weights") or "")
+    if stored is None and given:
+        from ..transfer import hub
+        if hub.is_hub_name(given):   # the publisher's own recipe (V2 resize 232, crop sizes)
+            pre = hub.entry(given).preprocess
     if stored is None:
         t["source"] = report.source
         t["architecture"] = report.architecture

@@ -538,6 +538,15 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
         transfer = {"weights": None if weights is None else str(weights),
                     "from_run": None if from_run is None else str(from_run),
                     "regime": str(parse_regime(regime))}
+        from ..transfer import hub
+        if weights is not None and hub.is_hub_name(str(weights)):
+            e = hub.entry(str(weights))            # an unknown name: one sentence, nothing read
+            given = str(model).strip() if model is not None else ""
+            if given and given != e.model:
+                raise TrainingError(f"{e.name} loads into {e.model}, not {given[:60]}; leave "
+                                    f"the model out or give {e.model}.")
+            model = e.model
+            model_options = {**e.model_kwargs, **dict(model_options or {})}
         if from_run is not None:
             src = read_run_config(from_run)
             if model is not None and str(model).strip() and str(model).strip() != src["model"]:
