@@ -138,7 +138,7 @@ _TRAIN_FIELDS = {
     "grad_clip": "grad_clip", "aux_weight": "aux_weight", "seed": "seed", "device": "device",
     "precision": "precision", "augment": "augment", "val_split": "val_split",
     "subset": "subset", "tensorboard": "tensorboard", "restore_best": "restore_best",
-    "threads": "threads",
+    "threads": "threads", "lr_backbone": "lr_backbone",
 }
 
 
@@ -245,7 +245,7 @@ def cmd_train(args) -> int:
             return 0
         if args.resume_from != "last":
             raise TrainingError("--from applies to --resume DIR only.")
-        if not args.model or not args.data:
+        if not (args.model or args.from_run) or not args.data:
             raise TrainingError("deeparch train needs a MODEL (or a pattern) and --data "
                                 "NAME|PATH, or --resume DIR.")
         changes = _train_changes(args)
@@ -258,7 +258,8 @@ def cmd_train(args) -> int:
         try:
             train(args.model, args.data, args.out, args.data_dir, force=args.force,
                   model_options=_options(args.option), image_size=_image_size(args.image_size),
-                  download=args.download, progress=progress, log=log, **changes)
+                  download=args.download, progress=progress, log=log, weights=args.weights,
+                  from_run=args.from_run, regime=args.regime, **changes)
         except KeyboardInterrupt:
             if (Path(args.out) / "checkpoints" / "last.safetensors").is_file():
                 print(f"deeparch: continue with: deeparch train --resume {args.out}",
@@ -365,6 +366,71 @@ def cmd_convert(args) -> int:
     from .transfer import convert
     path = convert(args.file, args.model, args.output)
     print(f"converted {args.file} -> {path}")
+    return 0
+
+
+def _cut_names(values: Sequence[str] | None) -> list[str | int] | None:
+    """``--at stage1,stage2 --at head.fc`` -> the names; a bare number is a stage number."""
+    if not values:
+        return None
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return [int(n) if n.isdigit() else n for n in names] or None
+
+
+def cmd_probe(args) -> int:
+    from .train.run import load_data
+    from .transfer.predict import load_model
+    from .transfer.probe import probe
+    train, test, note = load_data(args.data, args.data_dir)
+    size = _image_size(args.image_size)
+    hw = ((size, size) if isinstance(size, int) else tuple(size)) if size \
+        else tuple(train.images.shape[2:])
+    got = load_model(args.model, weights=args.weights, input_size=(train.images.shape[1], *hw),
+                     seed=args.seed)
+    kw = {"epochs": args.epochs} if args.epochs is not None else {}
+    result = probe(got.model, train, test, at=_cut_names(args.at), seed=args.seed,
+                   preprocess=got.preprocess, image_size=size, pool=args.pool,
+                   progress=False if args.no_progress else None, **kw)
+    result.model = got.name
+    result.notes[:0] = [n for n in [note, *got.notes] if n]
+    if args.plot:
+        result.plot(args.plot)
+    if args.json:
+        d = result.to_dict()
+        if args.plot:
+            d["plot"] = str(args.plot)
+        print(json.dumps(d, indent=2))
+        return 0
+    print(result.table())
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .transfer.predict import load_predictor, plot_predictions, read_images
+    pred = load_predictor(args.model, weights=args.weights, labels=args.labels_file)
+    images = read_images(args.images)          # every file read before anything is written
+    preds = pred.predict(images, topk=args.topk, sources=args.images)
+    if args.plot:
+        plot_predictions(preds, args.plot, title=f"{pred.name}: top-{args.topk} predictions")
+    if args.json:
+        d = {"model": pred.name, "preprocess": pred.preprocess.to_dict(),
+             "predictions": [p.to_dict() for p in preds], "notes": pred.notes}
+        if args.plot:
+            d["plot"] = str(args.plot)
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"{pred.name}: {pred.describe()}")
+    for n in pred.notes:
+        print(f"note: {n}")
+    for p in preds:
+        print(p.source)
+        width = max(len(c) for c in p.classes)
+        for i, (c, v) in enumerate(zip(p.classes, p.probabilities)):
+            print(f"  {i + 1:>2}. {c:<{width}}  {v:7.2%}")
+    if args.plot:
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -509,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--out runs/fashion\n"
                "  deeparch train lenet5 --data digits --overfit 50\n"
                "  deeparch train --resume runs/lenet5-digits\n"
+               "  deeparch train --from-run runs/lenet5-digits --data digits --regime "
+               "linear --out runs/linear\n"
                "  torchrun --nproc_per_node 2 -m deeparch train lenet5 --data digits "
                "--out runs/ddp",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -532,6 +600,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="a model knob, e.g. -o alpha=0.5 (repeatable)")
     t.add_argument("--image-size", metavar="N|HxW", help="resize the images first")
+    tl = t.add_argument_group("transfer learning")
+    tl.add_argument("--weights", metavar="FILE|NAME",
+                   help="start from pretrained weights: a .pth/.h5/.safetensors file or a "
+                        "name such as torchvision:resnet18")
+    tl.add_argument("--from-run", metavar="RUN", help="start from a trained run's weights")
+    tl.add_argument("--regime", metavar="R",
+                   help="what trains: full (default), linear (a new head only), cached (the "
+                        "head on features computed once), top:K (the last K stages)")
+    tl.add_argument("--lr-backbone", type=float, metavar="LR",
+                   help="learning rate of the pretrained layers (default: --lr)")
     g = t.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="the global batch (default 64)")
@@ -625,6 +703,67 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--save", metavar="FILE.npz", help="where to save the expanded data set")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=cmd_augment)
+
+    pb = sub.add_parser(
+        "probe", help="a linear probe at every cut point: where to cut, measured",
+        description="Freeze a network, compute its features at every cut point (or at --at) "
+                    "once, train a linear softmax classifier on each and report train and "
+                    "test accuracy, feature size and parameter counts. Spatial maps are "
+                    "global-average-pooled (--pool flatten: flattened).",
+        epilog="examples:\n"
+               "  deeparch probe runs/lenet5-digits --data digits\n"
+               "  deeparch probe resnet20 --data digits --image-size 32 --plot probe.png\n"
+               "  deeparch probe resnet18 --weights resnet18.pth --data DIR --at "
+               "layer1,layer2,layer3,layer4",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pb.add_argument("model", metavar="RUN|MODEL",
+                    help="a deeparch run folder, or a registered model name or a pattern")
+    pb.add_argument("--data", required=True, metavar="NAME|PATH",
+                    help="the data set to probe with (its test split is held out)")
+    pb.add_argument("--data-dir", metavar="DIR", help="where named data sets live")
+    pb.add_argument("--weights", metavar="FILE", help="weights for MODEL (.pth, .safetensors)")
+    pb.add_argument("--at", action="append", metavar="NAMES",
+                    help="only these cut points, comma-separated (stage names, layer names "
+                         "or stage numbers); default: every one")
+    pb.add_argument("--epochs", type=int, metavar="N",
+                    help="L-BFGS iterations per probe (default 100)")
+    pb.add_argument("--pool", choices=("avg", "flatten"), default="avg",
+                    help="spatial maps: global average (default) or flattened")
+    pb.add_argument("--image-size", metavar="N|HxW",
+                    help="resize the images to this input size (default: the weights' or "
+                         "the model's)")
+    pb.add_argument("--seed", type=int, default=0,
+                    help="held-out split for the weight decay; initialisation without "
+                         "weights (default 0)")
+    pb.add_argument("--plot", metavar="OUT.png", help="write accuracy per cut point here")
+    pb.add_argument("--json", action="store_true", help="the result as JSON")
+    pb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pb.set_defaults(func=cmd_probe)
+
+    pr = sub.add_parser(
+        "predict", help="the top classes of image files",
+        description="Predict the top-k classes of image files with a trained run or a model "
+                    "and its weights, fitting each image the way the weights' source "
+                    "evaluates (torchvision: shorter side 256, centre crop 224; a run: its "
+                    "input size, mean and std).",
+        epilog="examples:\n"
+               "  deeparch predict runs/lenet5-digits digit.png\n"
+               "  deeparch predict resnet50 --weights resnet50.pth cat.jpg dog.jpg "
+               "--plot top5.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("model", metavar="RUN|MODEL",
+                    help="a deeparch run folder, or a registered model name or a pattern")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    pr.add_argument("--weights", metavar="FILE", help="weights for MODEL (.pth, .safetensors)")
+    pr.add_argument("--topk", type=int, default=5, metavar="K",
+                    help="classes shown per image (default 5)")
+    pr.add_argument("--labels", dest="labels_file", metavar="FILE",
+                    help="class names, one per line (default: the run's, ImageNet's for "
+                         "ImageNet weights, else the indices)")
+    pr.add_argument("--plot", metavar="OUT.png",
+                    help="write each image beside its top-k bars here")
+    pr.add_argument("--json", action="store_true", help="the predictions as JSON")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 

@@ -57,6 +57,9 @@ class Preprocess:
         if len(self.mean) != len(self.std) or not self.mean:
             raise DeeparchError(f"preprocessing {self.name!r} needs one mean and one std per "
                                 f"channel, got {len(self.mean)} and {len(self.std)}.")
+        if self.channels != len(self.mean):
+            raise DeeparchError(f"preprocessing {self.name!r} has {len(self.mean)} means for "
+                                f"{self.channels} channels; give one per channel.")
         if min(self.std) <= 0:
             raise DeeparchError(f"preprocessing {self.name!r} has a std of "
                                 f"{min(self.std)}; every std must be above 0.")
@@ -112,7 +115,7 @@ def keras(mode: str, size: int = 224) -> Preprocess:
 def from_stats(mean: Sequence[float], std: Sequence[float], size: int | None = None,
                name: str = "deeparch") -> Preprocess:
     """A deeparch run's own normalisation (its training data's channel statistics)."""
-    return Preprocess(name, tuple(mean), tuple(std), size=size)
+    return Preprocess(name, tuple(mean), tuple(std), size=size, channels=len(tuple(mean)))
 
 
 def match_channels(images: torch.Tensor, channels: int) -> tuple[torch.Tensor, str | None]:
