@@ -369,6 +369,30 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    from .transfer import hub
+    if args.action == "list":
+        entries = hub.known(args.source)
+        if args.format == "json":
+            print(json.dumps([e.to_dict() for e in entries], indent=2))
+            return 0
+        width = max(len(e.name) for e in entries)
+        for e in entries:
+            mark = "cached" if e.cached else ""
+            print(f"{e.name:<{width}}  {e.model:<22} {mark}")
+        print(f"{len(entries)} published files; cache: {hub.cache_dir()}")
+        return 0
+    from .errors import WeightsError
+    if not args.names:
+        raise WeightsError("deeparch weights fetch needs one or more names, e.g. "
+                           "torchvision:resnet18.")
+    [hub.entry(name) for name in args.names]   # every name checked before any is fetched
+    for name in args.names:
+        path = hub.resolve(name, progress=None if not args.no_progress else False)
+        print(f"{hub.entry(name).name}: {path}")
+    return 0
+
+
 def _cut_names(values: Sequence[str] | None) -> list[str | int] | None:
     """``--at stage1,stage2 --at head.fc`` -> the names; a bare number is a stage number."""
     if not values:
@@ -686,6 +710,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "that `identify` finds)")
     cv.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
     cv.set_defaults(func=cmd_convert)
+
+    wt = sub.add_parser("weights", help="published pretrained weights: list or fetch them",
+                        description="The torchvision and Keras ImageNet weight files deeparch "
+                                    "knows (URLs and published checksums): list them, or fetch "
+                                    "them into the cache ($DEEPARCH_WEIGHTS, default "
+                                    "~/.cache/deeparch/weights; $DEEPARCH_WEIGHTS_MIRROR: a "
+                                    "local copy). `--weights NAME` fetches on first use too.")
+    wt.add_argument("action", choices=("list", "fetch"))
+    wt.add_argument("names", nargs="*", metavar="NAME", help="e.g. torchvision:resnet18")
+    wt.add_argument("--source", choices=("torchvision", "keras"))
+    wt.add_argument("--format", choices=("text", "json"), default="text")
+    wt.add_argument("--no-progress", action="store_true")
+    wt.set_defaults(func=cmd_weights)
 
     a = sub.add_parser("augment", help="preview augmentation, or pre-augment a data set",
                        description="Show what an augmentation does (a PNG grid: originals and "

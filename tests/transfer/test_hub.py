@@ -337,3 +337,28 @@ def test_create_model_from_a_resolved_hub_name(monkeypatch, server):
     model = deeparch.create_model(hub.model_for(spec), weights=hub.resolve(spec))
     for (k, a), b in zip(source.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_cli_lists_and_fetches_from_a_mirror_folder(monkeypatch, tmp_path, capsys):
+    from deeparch.cli import main
+
+    e = hub.entry("torchvision:resnet18")
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / e.filename).write_bytes(PAYLOAD)
+    digest = hashlib.sha256(PAYLOAD).hexdigest()[:8]
+    monkeypatch.setitem(hub.ENTRIES, e.name, dataclasses.replace(e, checksum=digest))
+    monkeypatch.setenv("DEEPARCH_WEIGHTS_MIRROR", str(served))
+    monkeypatch.setenv("DEEPARCH_WEIGHTS", str(tmp_path / "cache"))
+    assert main(["weights", "fetch", "torchvision:resnet18", "--no-progress"]) == 0
+    assert (tmp_path / "cache" / "torchvision" / e.filename).read_bytes() == PAYLOAD
+    capsys.readouterr()
+    assert main(["weights", "list", "--source", "torchvision"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines()
+                if x.startswith("torchvision:resnet18 "))
+    assert line.split()[1:] == ["resnet18", "cached"]
+    # a bad name anywhere in the list: one sentence, nothing fetched
+    assert main(["weights", "fetch", "torchvision:alexnet", "torchvision:nope"]) == 2
+    assert "no published weights" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "torchvision" / hub.entry("torchvision:alexnet").filename
+                ).exists()
