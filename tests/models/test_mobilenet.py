@@ -11,7 +11,8 @@ import deeparch
 from deeparch.errors import DeeparchError, ModelOptionError
 from deeparch.models import create_model, list_models, model_info
 
-ALL = list_models(family="mobilenet")
+# the *_keras variants (keras.applications' MobileNets) are tested in test_keras_variants.py
+ALL = [n for n in list_models(family="mobilenet") if not n.endswith("_keras")]
 
 # name: exact parameters and mult-adds (conv + FC) at 3x224x224
 EXACT = {

@@ -337,6 +337,14 @@ def test_create_model_from_a_resolved_hub_name(monkeypatch, server):
     model = deeparch.create_model(hub.model_for(spec), weights=hub.resolve(spec))
     for (k, a), b in zip(source.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), k
+    # the name itself works wherever a weights file does, with the publisher's recipe
+    named = deeparch.create_model("squeezenet1_1", weights=spec)
+    for (k, a), b in zip(source.state_dict().items(), named.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert named.weights_report.preprocess == hub.entry(spec).preprocess
+    assert deeparch.transfer.identify(spec)[0] == "squeezenet1_1"
+    with pytest.raises(deeparch.errors.WeightsMismatchError, match="loads into squeezenet1_1"):
+        deeparch.create_model("resnet18", weights=spec)
 
 
 def test_cli_lists_and_fetches_from_a_mirror_folder(monkeypatch, tmp_path, capsys):

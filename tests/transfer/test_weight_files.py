@@ -227,7 +227,7 @@ def test_strict_false_reports_what_was_left(tmp_path, small):
     report = load_weights(model, sd, strict=False)
     assert not report.complete and all("stage3" in k for k in report.initialised)
     assert "Left at their initialisation: features.stage3" in str(report)
-    with pytest.raises(WeightsError, match="source must be one of"):
+    with pytest.raises(WeightsError, match="not a Keras weights file"):
         load_weights(model, sd, source="keras")
 
 
@@ -258,3 +258,16 @@ def test_the_models_import_no_transfer():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
     assert deeparch.create_model is deeparch.transfer.create_model
+
+
+def test_create_model_takes_the_files_input_channels(tmp_path):
+    """A deeparch model trained on grey images loads without in_chans=1 spelled out."""
+    from deeparch.train.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    grey = deeparch.create_model("resnet20", num_classes=10, in_chans=1)
+    save_weights(tmp_path / "grey.safetensors", grey)
+    back = deeparch.create_model("resnet20", weights=tmp_path / "grey.safetensors")
+    assert back.features.stem.conv1.in_channels == 1
+    for (k, a), b in zip(grey.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), k

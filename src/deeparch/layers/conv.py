@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelOptionError
@@ -90,6 +91,52 @@ class Conv1d(nn.Conv1d):
                          dilation, groups, bias)
 
 
+def tf_same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's ``padding='same'`` along one side: the output is ``ceil(size / stride)``
+    and the padding it needs is split with the odd pixel at the end (right / bottom).
+    With a stride of 2 on an even map that is ``(0, 1)`` for a 3x3 kernel, where PyTorch's
+    symmetric padding would be ``(1, 1)``: another sampling grid, other numbers."""
+    eff = dilation * (kernel - 1) + 1
+    out = -(-size // stride)
+    total = max(0, (out - 1) * stride + eff - size)
+    return total // 2, total - total // 2
+
+
+class TFConv2d(nn.Conv2d):
+    """``nn.Conv2d`` padded the way TensorFlow / Keras pad: ``pad='same'`` computes TF's
+    (possibly uneven) `same` padding from each input's size; a 4-tuple ``(left, right, top,
+    bottom)`` is a fixed zero padding (Keras' ``ZeroPadding2D`` before a `valid` conv).
+    Its parameters are a Conv2d's, named the same, so weight files map one to one."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1,
+                 pad: str | Sequence[int] = "same", dilation=1, groups: int = 1,
+                 bias: bool = True):
+        _check_groups(in_channels, out_channels, groups)
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0, dilation, groups,
+                         bias)
+        if pad != "same":
+            pad = tuple(int(p) for p in pad)
+            if len(pad) != 4 or min(pad) < 0:
+                raise ModelOptionError(f"pad must be 'same' or (left, right, top, bottom), "
+                                       f"not {pad!r}.")
+        self.pad = pad
+
+    def pads(self, h: int, w: int) -> tuple[int, int, int, int]:
+        if self.pad != "same":
+            return self.pad
+        return (*tf_same_pads(w, self.kernel_size[1], self.stride[1], self.dilation[1]),
+                *tf_same_pads(h, self.kernel_size[0], self.stride[0], self.dilation[0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = self.pads(x.shape[-2], x.shape[-1])
+        if any(pads):
+            x = F.pad(x, pads)
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", pad={'tf_same' if self.pad == 'same' else self.pad}"
+
+
 class PointwiseConv2d(Conv2d):
     """A 1x1 convolution: a fully connected layer applied at every position."""
 
@@ -112,7 +159,8 @@ class ConvNormAct(nn.Sequential):
 
     ``norm`` is a kind for :func:`make_norm2d` (``'bn'``, ``'gn'``, ``None`` ...),
     ``act`` a name for :func:`make_activation` (``'relu'``, ``'relu6'``, ``'swish'``, ``None``).
-    Children are named ``conv``, ``bn`` (whatever the norm) and ``act``.
+    ``padding='tf_same'`` (or a ``(left, right, top, bottom)`` 4-tuple) pads as TensorFlow
+    does (:class:`TFConv2d`). Children are named ``conv``, ``bn`` (whatever the norm) and ``act``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1,
@@ -123,8 +171,13 @@ class ConvNormAct(nn.Sequential):
             padding = same_padding(kernel_size, 1, dilation) or 0
         bias = (norm is None) if bias is None else bias
         super().__init__()
-        self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, padding,
-                           dilation, groups, bias)
+        if padding == "tf_same" or (not isinstance(padding, (str, int)) and len(padding) == 4):
+            self.conv = TFConv2d(in_channels, out_channels, kernel_size, stride,
+                                 "same" if padding == "tf_same" else padding, dilation, groups,
+                                 bias)
+        else:
+            self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+                               dilation, groups, bias)
         if norm is not None:
             self.bn = make_norm2d(norm, out_channels)
         if act is not None:

@@ -27,14 +27,16 @@ class MBConv(nn.Module):
                  stride: int = 1, expand_ratio: float = 6, act: str = "relu6",
                  se_reduced: int | None = None, se_act: str | None = None,
                  se_gate: str = "sigmoid", drop_path: float = 0.0, norm: str = "bn",
-                 mid_channels: int | None = None):
+                 mid_channels: int | None = None, tf_padding: bool = False):
         super().__init__()
         mid = mid_channels or int(round(in_channels * expand_ratio))
         self.has_residual = stride == 1 and in_channels == out_channels
         self.expand = (ConvNormAct(in_channels, mid, 1, norm=norm, act=act)
                        if mid != in_channels else None)
-        self.depthwise = ConvNormAct(mid, mid, kernel_size, stride, groups=mid, norm=norm,
-                                     act=act)
+        # tf_padding: a strided depthwise conv pads as TensorFlow's `same` (Keras' models)
+        self.depthwise = ConvNormAct(mid, mid, kernel_size, stride,
+                                     "tf_same" if tf_padding and stride > 1 else None,
+                                     groups=mid, norm=norm, act=act)
         self.se = (SqueezeExcite(mid, reduced=se_reduced, act=se_act or act, gate=se_gate)
                    if se_reduced else None)
         self.project = ConvNormAct(mid, out_channels, 1, norm=norm, act=None)

@@ -57,12 +57,16 @@ SETTINGS = {
 
 def efficientnet(num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
                  depth_mult: float = 1.0, drop_rate: float = 0.2,
-                 drop_path_rate: float = 0.2, bn_eps: float = BN_EPS) -> Network:
+                 drop_path_rate: float = 0.2, bn_eps: float = BN_EPS,
+                 tf_padding: bool = False) -> Network:
     """EfficientNet-B0 scaled by ``width_mult`` (channels) and ``depth_mult`` (repeats).
 
     ``drop_path_rate`` is the stochastic-depth rate of the last block; block ``i`` of ``n``
     drops its residual branch with probability ``drop_path_rate * i / n``. ``bn_eps`` is the
-    batch-norm epsilon (1e-5 for torchvision's B0-B4).
+    batch-norm epsilon (1e-5 for torchvision's B0-B4). ``tf_padding`` pads the strided
+    convolutions (the stem, the first depthwise conv of stages 2, 3, 4 and 6) as TensorFlow's
+    `same` -- on an even map one pixel right and bottom for a 3x3, (1, 2) for a 5x5 -- which
+    is what keras.applications' EfficientNet computes (``efficientnet_b0_keras``...).
     """
     for knob, value in (("width_mult", width_mult), ("depth_mult", depth_mult)):
         if not value > 0:
@@ -81,13 +85,15 @@ def efficientnet(num_classes: int = 1000, in_chans: int = 3, width_mult: float =
     total, done = sum(repeats), 0
     features = nn.Sequential()
     c = width(STEM_CHANNELS)
-    features.add_module("stem", ConvNormAct(in_chans, c, 3, 2, act="swish"))
+    features.add_module("stem", ConvNormAct(in_chans, c, 3, 2, "tf_same" if tf_padding else None,
+                                            act="swish"))
     for s, ((expand, k, stride, out, _), n) in enumerate(zip(B0_STAGES, repeats), 1):
         stage = nn.Sequential()
         for i in range(n):
             stage.add_module(f"block{i + 1}", MBConv(
                 c, width(out), k, stride if i == 0 else 1, expand, act="swish",
-                se_reduced=max(1, int(c * SE_RATIO)), drop_path=drop_path_rate * done / total))
+                se_reduced=max(1, int(c * SE_RATIO)), drop_path=drop_path_rate * done / total,
+                tf_padding=tf_padding))
             c, done = width(out), done + 1
         features.add_module(f"stage{s}", stage)
     features.add_module("head_conv", ConvNormAct(c, width(HEAD_CHANNELS), 1, act="swish"))
@@ -130,3 +136,26 @@ for _v, (_w, _d, _res, _drop) in SETTINGS.items():
              description=(f"EfficientNet-{_v.upper()}: width x{_w}, depth x{_d}, {_res}x{_res} "
                           f"input, dropout {_drop}"),
              width_mult=_w, depth_mult=_d, drop_rate=_drop)(efficientnet)
+
+
+# keras.applications' EfficientNetB0-B7, the functions its ImageNet weight files compute:
+# TensorFlow's padding on strided convolutions; batch-norm epsilon 1e-3 as above. Keras keeps
+# the input's Rescaling(1/255) and Normalization inside the model; deeparch's loader turns them
+# into the LoadReport's ``preprocess`` (the model itself takes normalised images, as every
+# deeparch model does). Parameters: Keras' trainable parameters (count_params() less the BN
+# moving statistics and the Normalization's mean / variance / count), the same network as
+# torchvision's; mult-adds: conv + fc at the card's resolution (exact).
+KERAS_MACS = {"b0": 385_814_752, "b1": 686_802_832, "b2": 993_561_872, "b3": 1_827_141_392,
+              "b4": 4_393_771_024, "b5": 10_266_384_752, "b6": 19_067_593_536,
+              "b7": 37_745_884_192}
+for _v, (_w, _d, _res, _drop) in SETTINGS.items():
+    register(f"efficientnet_{_v}_keras", family="efficientnet", paper=PAPER, year=2019,
+             input_size=(3, _res, _res), params=PUBLISHED[_v][0], macs=KERAS_MACS[_v],
+             exact=True,
+             source="params: keras.applications EfficientNet%s trainable parameters (exact); "
+                    "mult-adds: conv + fc at %d (exact)" % (_v.upper(), _res),
+             description=(f"EfficientNet-{_v.upper()} as keras.applications builds it, "
+                          f"reproducing its outputs from its weight files: TensorFlow's "
+                          f"padding on strided convolutions; Keras' input normalisation is the "
+                          f"loader's preprocess"),
+             width_mult=_w, depth_mult=_d, drop_rate=_drop, tf_padding=True)(efficientnet)

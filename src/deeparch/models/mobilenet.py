@@ -31,6 +31,7 @@ from ..layers import ConvNormAct, GlobalAvgPool2d, make_divisible
 from ..layers.mbconv import MBConv
 from .base import Network, init_weights, pair
 from .registry import SeedFigure, register
+from .resnet import set_bn_eps
 
 V1_PAPER = "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications"
 V2_PAPER = "MobileNetV2: Inverted Residuals and Linear Bottlenecks"
@@ -88,17 +89,24 @@ def _head(channels: int, num_classes: int, drop_rate: float) -> nn.Sequential:
 
 
 class DepthwiseSeparable(nn.Sequential):
-    """Figure 3 (right): 3x3 depthwise conv, BN, ReLU; 1x1 pointwise conv, BN, ReLU."""
+    """Figure 3 (right): 3x3 depthwise conv, BN, ReLU; 1x1 pointwise conv, BN, ReLU.
+    ``padding`` of the depthwise conv: 1, or Keras' ``(0, 1, 0, 1)`` where it strides."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, act: str = "relu",
+                 padding=1):
         super().__init__()
-        self.dw = ConvNormAct(in_ch, in_ch, 3, stride, 1, groups=in_ch)
-        self.pw = ConvNormAct(in_ch, out_ch, 1)
+        self.dw = ConvNormAct(in_ch, in_ch, 3, stride, padding, groups=in_ch, act=act)
+        self.pw = ConvNormAct(in_ch, out_ch, 1, act=act)
 
 
 def mobilenet_v1(num_classes: int = 1000, in_chans: int = 3, alpha: float = 1.0,
-                 img_size=224, separable: bool = True, drop_rate: float = 0.0) -> Network:
-    """MobileNet v1 with width multiplier ``alpha``; ``separable=False``: Conv MobileNet."""
+                 img_size=224, separable: bool = True, drop_rate: float = 0.0,
+                 act: str = "relu", tf_padding: bool = False, bn_eps: float = 1e-5) -> Network:
+    """MobileNet v1 with width multiplier ``alpha``; ``separable=False``: Conv MobileNet.
+
+    keras.applications' MobileNet is ``act='relu6'``, ``tf_padding=True`` (the stem conv
+    pads as TensorFlow's `same`, a strided depthwise conv zero-pads right and bottom by one,
+    Keras' ``ZeroPadding2D(((0, 1), (0, 1)))``) and ``bn_eps=1e-3``."""
     alpha = _check_width("alpha", alpha)
     input_size = _check_size(in_chans, img_size)
 
@@ -107,42 +115,49 @@ def mobilenet_v1(num_classes: int = 1000, in_chans: int = 3, alpha: float = 1.0,
 
     features = nn.Sequential()
     c = width(V1_STEM)
-    features.add_module("stem", ConvNormAct(in_chans, c, 3, 2, 1))
+    features.add_module("stem", ConvNormAct(in_chans, c, 3, 2, "tf_same" if tf_padding else 1,
+                                            act=act))
     for s, layers in enumerate(V1_STAGES, 1):
         stage = nn.Sequential()
         for i, (out, stride) in enumerate(layers, 1):
             out = width(out)
-            block = (DepthwiseSeparable(c, out, stride) if separable
-                     else ConvNormAct(c, out, 3, stride, 1))
+            pad = (0, 1, 0, 1) if tf_padding and stride > 1 else 1
+            block = (DepthwiseSeparable(c, out, stride, act, pad) if separable
+                     else ConvNormAct(c, out, 3, stride, pad, act=act))
             stage.add_module(f"block{i}", block)
             c = out
         features.add_module(f"stage{s}", stage)
     model = Network(features, _head(c, num_classes, drop_rate), None, num_classes)
     model.input_size = input_size
-    return init_weights(model)
+    return init_weights(set_bn_eps(model, bn_eps))
 
 
 def mobilenet_v2(num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
-                 img_size=224, drop_rate: float = 0.2) -> Network:
-    """MobileNet v2 with width multiplier ``width_mult`` (channels rounded to multiples of 8)."""
+                 img_size=224, drop_rate: float = 0.2, tf_padding: bool = False,
+                 bn_eps: float = 1e-5) -> Network:
+    """MobileNet v2 with width multiplier ``width_mult`` (channels rounded to multiples of 8).
+
+    keras.applications' MobileNetV2 is ``tf_padding=True`` (its strided convolutions pad as
+    TensorFlow's `same`: right and bottom on an even map) and ``bn_eps=1e-3``."""
     width_mult = _check_width("width_mult", width_mult)
     input_size = _check_size(in_chans, img_size)
     features = nn.Sequential()
     c = make_divisible(V2_STEM * width_mult, 8)
-    features.add_module("stem", ConvNormAct(in_chans, c, 3, 2, 1, act="relu6"))
+    features.add_module("stem", ConvNormAct(in_chans, c, 3, 2, "tf_same" if tf_padding else 1,
+                                            act="relu6"))
     for s, (t, out, n, stride) in enumerate(V2_CFG, 1):
         out = make_divisible(out * width_mult, 8)
         stage = nn.Sequential()
         for i in range(n):
             stage.add_module(f"block{i + 1}", MBConv(c, out, 3, stride if i == 0 else 1, t,
-                                                     act="relu6"))
+                                                     act="relu6", tf_padding=tf_padding))
             c = out
         features.add_module(f"stage{s}", stage)
     last = make_divisible(V2_LAST * max(1.0, width_mult), 8)
     features.add_module("conv_last", ConvNormAct(c, last, 1, act="relu6"))
     model = Network(features, _head(last, num_classes, drop_rate), None, num_classes)
     model.input_size = input_size
-    return init_weights(model)
+    return init_weights(set_bn_eps(model, bn_eps))
 
 
 # ---- the registered variants -------------------------------------------------------------
@@ -192,3 +207,31 @@ register(
                              "MobileNetV2 paper, Table 4"),),
     width_mult=1.0,
 )(mobilenet_v2)
+
+
+# keras.applications' MobileNet (alpha 1.0 / 0.75 / 0.5 / 0.25) and MobileNetV2 (1.0), the
+# functions its ImageNet weight files compute: ReLU6 (v1), TensorFlow's padding on strided
+# convolutions, batch-norm epsilon 1e-3. Same parameters and mult-adds as the paper's
+# versions above (Keras' trainable parameters: count_params() less the BN moving statistics).
+for _name, _alpha, _sep, _params, _macs, *_ in _V1_VARIANTS:
+    if not _sep:
+        continue
+    register(
+        f"{_name}_keras", family="mobilenet", paper=V1_PAPER, year=2017,
+        input_size=(3, 224, 224), params=_params, macs=_macs, exact=True,
+        source=f"params: keras.applications MobileNet(alpha={_alpha}) trainable parameters "
+               f"(exact); mult-adds: conv + FC arithmetic (exact)",
+        description=f"MobileNet alpha={_alpha} as keras.applications builds it, reproducing "
+                    f"its outputs from its weight files: ReLU6, TensorFlow's padding on "
+                    f"strided convolutions, batch-norm epsilon 1e-3",
+        alpha=_alpha, act="relu6", tf_padding=True, bn_eps=1e-3)(mobilenet_v1)
+
+register(
+    "mobilenet_v2_keras", family="mobilenet", paper=V2_PAPER, year=2018,
+    input_size=(3, 224, 224), params=3_504_872, macs=300_774_272, exact=True,
+    source="params: keras.applications MobileNetV2 trainable parameters (exact); mult-adds: "
+           "conv + FC arithmetic (exact)",
+    description="MobileNetV2 (alpha 1.0) as keras.applications builds it, reproducing its "
+                "outputs from its weight files: TensorFlow's padding on strided convolutions, "
+                "batch-norm epsilon 1e-3",
+    width_mult=1.0, tf_padding=True, bn_eps=1e-3)(mobilenet_v2)

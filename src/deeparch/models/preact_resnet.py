@@ -27,8 +27,9 @@ from torch import nn
 from ..errors import ModelOptionError
 from .base import Network, init_weights
 from .registry import register
-from .resnet import (DEPTHS, PLANES, ResidualBlock, add_stages, check_positive,
-                     classifier_head, imagenet_stem)
+from ..layers import DropPath
+from .resnet import (DEPTHS, PLANES, PadShortcut, ResidualBlock, add_stages, check_positive,
+                     classifier_head, drop_path_rates, imagenet_stem, set_bn_eps)
 
 PAPER = "Identity Mappings in Deep Residual Networks"
 WRN_PAPER = "Wide Residual Networks"
@@ -164,3 +165,96 @@ for _depth, _k, _params in _WRN:
              description=f"WRN-{_depth}-{_k}: {(_depth - 4) // 6} pre-activation units per "
                          f"group, widths {16 * _k}/{32 * _k}/{64 * _k}",
              depth=_depth, widen_factor=_k)(wide_resnet_cifar)
+
+
+# --- keras.applications' ResNet v2 -------------------------------------------------------------
+#
+# Keras' ResNet50V2/101V2/152V2 (its ImageNet weight files) differ from the authors' layout:
+#   stem   7x7/2 conv with a bias and no BN-ReLU of its own; zero padding 1 and a 3x3/2 max pool
+#          (zeros, not -inf: the map has not been through a ReLU);
+#   units  every unit pre-activates (the first one too: its BN-ReLU reads the pooled stem);
+#          the first unit of a stage projects the pre-activated input (1x1 with a bias, stride
+#          1), the *last* unit of conv2..conv4 has the stride, on its 3x3, with a 1x1/2 max
+#          pool (a subsampling) as its shortcut; the closing 1x1 has a bias;
+#   end    BN-ReLU after the last addition (``post_bn``), batch-norm epsilon 1.001e-5.
+
+class KerasPreActBottleneck(ResidualBlock):
+    """Keras' ``block2``: BN-ReLU, [1x1 projection of it | subsample | identity] as the
+    shortcut, 1x1-BN-ReLU, 3x3 (stride)-BN-ReLU, 1x1 (bias), summed."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, project: bool = False,
+                 drop_path: float = 0.0):
+        super().__init__()
+        out_ch = planes * self.expansion
+        self.preact_bn = nn.BatchNorm2d(in_ch)
+        self.preact_act = nn.ReLU(inplace=False)
+        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(planes, out_ch, 1)
+        self.se = None
+        self.project = project
+        self.downsample = (nn.Conv2d(in_ch, out_ch, 1, stride) if project else
+                           PadShortcut(in_ch, in_ch, stride) if stride > 1 else None)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.preact_act(self.preact_bn(x))
+        shortcut = (self.downsample(pre) if self.project else
+                    x if self.downsample is None else self.downsample(x))
+        out = self.act1(self.bn1(self.conv1(pre)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        return self.merge(self.conv3(out), shortcut)
+
+
+def preact_resnet_keras(depth: int = 50, num_classes: int = 1000, in_chans: int = 3,
+                        drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                        bn_eps: float = 1.001e-5) -> Network:
+    """keras.applications' ResNet``depth``V2 (50/101/152). Stages: stem, layer1..layer4."""
+    if depth not in (50, 101, 152):
+        raise ModelOptionError(f"Keras' ResNet v2 has depth 50, 101 or 152, not {depth}.")
+    check_positive(in_chans=in_chans, bn_eps=bn_eps)
+    units = DEPTHS[depth][1]
+    rates = iter(drop_path_rates(drop_path_rate, sum(units)))
+    features = nn.Sequential()
+    stem = nn.Sequential()
+    stem.add_module("conv1", nn.Conv2d(in_chans, 64, 7, 2, 3))
+    stem.add_module("pad", nn.ZeroPad2d(1))
+    stem.add_module("maxpool", nn.MaxPool2d(3, 2))
+    features.add_module("stem", stem)
+    c = 64
+    for s, (n, planes) in enumerate(zip(units, PLANES), 1):
+        stage = nn.Sequential()
+        for i in range(n):
+            stride = 2 if i == n - 1 and s < len(units) else 1
+            stage.add_module(str(i), KerasPreActBottleneck(c, planes, stride, project=i == 0,
+                                                           drop_path=next(rates)))
+            c = planes * 4
+        features.add_module(f"layer{s}", stage)
+    _post_activation(features.layer4, c)
+    head = classifier_head(c, num_classes, drop_rate)
+    model = set_bn_eps(Network(features, head, None, num_classes), bn_eps)
+    return init_weights(model, linear_std=None)
+
+
+# name, depth, Keras' trainable parameters (count_params() less the BN moving statistics),
+# mult-adds (conv + fc at 224, exact)
+KERAS_V2 = [
+    ("preact_resnet50_keras", 50, 25_568_360, 3_482_255_360),
+    ("preact_resnet101_keras", 101, 44_577_896, 7_194_476_544),
+    ("preact_resnet152_keras", 152, 60_236_904, 10_906_697_728),
+]
+for _name, _depth, _params, _macs in KERAS_V2:
+    register(_name, family="preact_resnet", paper=PAPER, year=2016, params=_params,
+             macs=_macs, exact=True,
+             source="keras.applications ResNet{}V2: count_params() less the batch-norm moving "
+                    "statistics (exact); mult-adds: conv + fc at 224 (exact)".format(_depth),
+             description=f"ResNet{_depth}V2 as keras.applications builds it, reproducing its "
+                         f"outputs from its weight files: stride in the last unit of a stage, "
+                         f"conv biases, pre-activation of every unit, BN-ReLU at the end",
+             depth=_depth)(preact_resnet_keras)

@@ -83,6 +83,8 @@ class PadShortcut(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, ::self.stride, ::self.stride]
+        if not self.extra:       # subsampling only (Keras' ResNet v2 1x1 max-pool shortcut)
+            return x
         return F.pad(x, (0, 0, 0, 0, 0, self.extra))
 
     def extra_repr(self) -> str:
@@ -90,14 +92,14 @@ class PadShortcut(nn.Module):
 
 
 def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int,
-                  norm: bool = True) -> nn.Module | None:
+                  norm: bool = True, bias: bool = False) -> nn.Module | None:
     """The shortcut of one unit: None for the identity, else option A, B or C.
 
     A projection is a strided 1x1 convolution, followed by BN when ``norm`` (pre-activation
     units project the already normalised input, so they pass ``norm=False``)."""
     if kind == "A" or (kind == "B" and stride == 1 and in_ch == out_ch):
         return None if stride == 1 and in_ch == out_ch else PadShortcut(in_ch, out_ch, stride)
-    proj = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False))
+    proj = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=bias))
     if norm:
         proj.append(nn.BatchNorm2d(out_ch))
     return proj
@@ -112,10 +114,11 @@ class ResidualBlock(nn.Module):
     downsample: nn.Module | None
 
     def _add_tail(self, in_ch: int, out_ch: int, stride: int, shortcut: str,
-                  se_reduction: int | None, drop_path: float, norm: bool = True) -> None:
+                  se_reduction: int | None, drop_path: float, norm: bool = True,
+                  bias: bool = False) -> None:
         """The parts every unit shares: SE gate, shortcut, stochastic depth."""
         self.se = SqueezeExcite(out_ch, se_reduction) if se_reduction else None
-        self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, norm)
+        self.downsample = make_shortcut(shortcut, in_ch, out_ch, stride, norm, bias)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
 
     def merge(self, out: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
@@ -137,14 +140,14 @@ class BasicBlock(ResidualBlock):
     expansion = 1
 
     def __init__(self, in_ch: int, planes: int, stride: int = 1, shortcut: str = "B",
-                 se_reduction: int | None = None, drop_path: float = 0.0):
+                 se_reduction: int | None = None, drop_path: float = 0.0, bias: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, planes, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_ch, planes, 3, stride, 1, bias=bias)
         self.bn1 = nn.BatchNorm2d(planes)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=bias)
         self.bn2 = nn.BatchNorm2d(planes)
-        self._add_tail(in_ch, planes, stride, shortcut, se_reduction, drop_path)
+        self._add_tail(in_ch, planes, stride, shortcut, se_reduction, drop_path, bias=bias)
         self.act2 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,20 +164,21 @@ class Bottleneck(ResidualBlock):
 
     def __init__(self, in_ch: int, planes: int, stride: int = 1, shortcut: str = "B",
                  se_reduction: int | None = None, drop_path: float = 0.0,
-                 cardinality: int = 1, base_width: int = 64, stride_on_1x1: bool = False):
+                 cardinality: int = 1, base_width: int = 64, stride_on_1x1: bool = False,
+                 bias: bool = False):
         super().__init__()
         width = int(planes * base_width / 64) * cardinality
         out_ch = planes * self.expansion
         s1, s3 = (stride, 1) if stride_on_1x1 else (1, stride)
-        self.conv1 = nn.Conv2d(in_ch, width, 1, s1, bias=False)
+        self.conv1 = nn.Conv2d(in_ch, width, 1, s1, bias=bias)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(width, width, 3, s3, 1, groups=cardinality, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, s3, 1, groups=cardinality, bias=bias)
         self.bn2 = nn.BatchNorm2d(width)
         self.act2 = nn.ReLU(inplace=True)
-        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=bias)
         self.bn3 = nn.BatchNorm2d(out_ch)
-        self._add_tail(in_ch, out_ch, stride, shortcut, se_reduction, drop_path)
+        self._add_tail(in_ch, out_ch, stride, shortcut, se_reduction, drop_path, bias=bias)
         self.act3 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,10 +226,10 @@ def _check_shortcut(shortcut: str) -> None:
 
 # --- builders --------------------------------------------------------------------------------
 
-def imagenet_stem(in_chans: int) -> nn.Sequential:
+def imagenet_stem(in_chans: int, bias: bool = False) -> nn.Sequential:
     """conv1 7x7/2, 64 -> BN -> ReLU -> 3x3/2 max pool (224 -> 56)."""
     stem = nn.Sequential()
-    stem.add_module("conv1", nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False))
+    stem.add_module("conv1", nn.Conv2d(in_chans, 64, 7, 2, 3, bias=bias))
     stem.add_module("bn1", nn.BatchNorm2d(64))
     stem.add_module("act1", nn.ReLU(inplace=True))
     stem.add_module("maxpool", nn.MaxPool2d(3, 2, 1))
@@ -251,13 +255,15 @@ def add_stages(features: nn.Sequential, make_unit, units, planes, in_ch: int, ex
 def resnet(depth: int = 50, num_classes: int = 1000, in_chans: int = 3, cardinality: int = 1,
            base_width: int = 64, se_reduction: int | None = None, shortcut: str = "B",
            stride_on_1x1: bool = False, drop_rate: float = 0.0,
-           drop_path_rate: float = 0.0) -> Network:
+           drop_path_rate: float = 0.0, bias: bool = False, bn_eps: float = 1e-5) -> Network:
     """ImageNet ResNet of ``depth`` 18/34/50/101/152; ResNeXt with ``cardinality`` groups of
-    ``base_width`` channels; SENet with ``se_reduction``. Stages: stem, layer1..layer4."""
+    ``base_width`` channels; SENet with ``se_reduction``. Stages: stem, layer1..layer4.
+    ``bias`` gives every convolution a bias and ``bn_eps`` is the batch-norm epsilon (Keras'
+    ResNet has both, and ``stride_on_1x1``)."""
     if depth not in DEPTHS:
         raise ModelOptionError(f"ResNet depth must be one of {sorted(DEPTHS)}, not {depth}.")
     check_positive(in_chans=in_chans, cardinality=cardinality, base_width=base_width,
-                   se_reduction=se_reduction)
+                   se_reduction=se_reduction, bn_eps=bn_eps)
     _check_shortcut(shortcut)
     if base_width < 1:
         raise ModelOptionError(f"base_width is channels per group, at least 1, not {base_width}.")
@@ -272,13 +278,22 @@ def resnet(depth: int = 50, num_classes: int = 1000, in_chans: int = 3, cardinal
 
     def unit(in_ch, planes, stride, drop_path, first):
         return block(in_ch, planes, stride, shortcut=shortcut, se_reduction=se_reduction,
-                     drop_path=drop_path, **grouped)
+                     drop_path=drop_path, bias=bias, **grouped)
 
     features = nn.Sequential()
-    features.add_module("stem", imagenet_stem(in_chans))
+    features.add_module("stem", imagenet_stem(in_chans, bias))
     out = add_stages(features, unit, units, PLANES, 64, block.expansion, drop_path_rate, "layer")
     head = classifier_head(out, num_classes, drop_rate)
-    return init_weights(Network(features, head, None, num_classes), linear_std=None)
+    model = set_bn_eps(Network(features, head, None, num_classes), bn_eps)
+    return init_weights(model, linear_std=None)
+
+
+def set_bn_eps(model: nn.Module, eps: float) -> nn.Module:
+    """Every batch norm of ``model`` computes with epsilon ``eps``."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eps = float(eps)
+    return model
 
 
 def resnet_cifar(depth: int = 20, num_classes: int = 10, in_chans: int = 3,
@@ -364,6 +379,25 @@ for _name, _depth, _params, _macs, _g in _IMAGENET:
              description=f"ResNet-{_depth} ({DEPTHS[_depth][0]} units); bottleneck stride on "
                          f"the 3x3 conv (v1.5), stride_on_1x1=True for the paper's",
              depth=_depth)(resnet)
+
+# keras.applications' ResNet (the ImageNet files it downloads, Keras 2 / tf.keras / Keras 3): the
+# stride on the first 1x1 of a unit (v1, the paper's), a bias on every convolution, batch-norm
+# epsilon 1.001e-5. name, depth, Keras' trainable parameters (exact: count_params() less the
+# batch-norm moving statistics, which PyTorch keeps as buffers: 25,636,712 - 53,120 for
+# ResNet50), mult-adds (conv + fc at 224, exact)
+KERAS_RESNET = [
+    ("resnet50_keras", 50, 25_583_592, 3_857_973_248),
+    ("resnet101_keras", 101, 44_601_832, 7_570_194_432),
+    ("resnet152_keras", 152, 60_268_520, 11_282_415_616),
+]
+for _name, _depth, _params, _macs in KERAS_RESNET:
+    register(_name, family="resnet", paper=PAPER, year=2015, params=_params, macs=_macs,
+             source="keras.applications ResNet: trainable parameters (exact); mult-adds: conv + fc "
+                    "at 224 with the stride on the first 1x1 (the paper's Table 1 layout)",
+             description=f"ResNet-{_depth} as keras.applications builds it, reproducing its "
+                         f"outputs from its weight files: stride on the first 1x1, conv "
+                         f"biases, batch-norm epsilon 1.001e-5",
+             depth=_depth, stride_on_1x1=True, bias=True, bn_eps=1.001e-5)(resnet)
 
 # name, depth, cardinality, base width, params, mult-adds, reference GFLOPS (None: not torchvision)
 _RESNEXT = [

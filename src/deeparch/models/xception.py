@@ -14,6 +14,9 @@ nothing in between (``mid_act`` tries the paper's Figure 10 alternatives):
     global average pool, dropout 0.5 (ImageNet), logistic regression
 
 The first entry block has no leading ReLU (its input has just been through one).
+``tf_padding=True`` pools as TensorFlow's `same` (the uneven padding at the end: on an even
+map every window moves by one pixel against PyTorch's ``padding=1``) and with
+``bn_eps=1e-3`` this is keras.applications' Xception (``xception_keras``).
 ``residual=False`` removes every shortcut (the paper's Figure 9 comparison);
 ``middle_blocks`` changes how often the middle flow repeats (8 in the paper).
 """
@@ -23,9 +26,10 @@ import torch
 from torch import nn
 
 from ..errors import ModelOptionError
-from ..layers import ConvNormAct, GlobalAvgPool2d, SeparableConv2d
+from ..layers import ConvNormAct, GlobalAvgPool2d, SeparableConv2d, TFMaxPool2d
 from .base import Network, init_weights
 from .registry import register
+from .resnet import set_bn_eps
 
 PAPER = "Xception: Deep Learning with Depthwise Separable Convolutions"
 
@@ -46,7 +50,8 @@ class XceptionBlock(nn.Module):
     """(ReLU, SepConv, BN) per width, then an optional 3x3/2 max pool, plus the shortcut."""
 
     def __init__(self, in_ch: int, widths: tuple[int, ...], downsample: bool,
-                 first_relu: bool = True, residual: bool = True, mid_act: str | None = None):
+                 first_relu: bool = True, residual: bool = True, mid_act: str | None = None,
+                 tf_padding: bool = False):
         super().__init__()
         self.body = nn.Sequential()
         c = in_ch
@@ -56,7 +61,8 @@ class XceptionBlock(nn.Module):
             self.body.add_module(f"sep{i}", _sep_bn(c, w, mid_act))
             c = w
         if downsample:
-            self.body.add_module("pool", nn.MaxPool2d(3, 2, padding=1))
+            self.body.add_module("pool", TFMaxPool2d(3, 2) if tf_padding
+                                 else nn.MaxPool2d(3, 2, padding=1))
         self.shortcut: nn.Module | None = None
         if residual:
             self.shortcut = (ConvNormAct(in_ch, c, 1, 2 if downsample else 1, act=None)
@@ -76,12 +82,12 @@ class XceptionBlock(nn.Module):
           description="entry flow, 8 middle-flow blocks, exit flow; separable convs, residuals")
 def xception(num_classes: int = 1000, in_chans: int = 3, middle_blocks: int = 8,
              residual: bool = True, mid_act: str | None = None,
-             drop_rate: float = 0.5) -> Network:
+             drop_rate: float = 0.5, tf_padding: bool = False, bn_eps: float = 1e-5) -> Network:
     if middle_blocks < 0:
         raise ModelOptionError(f"middle_blocks must be 0 or more, not {middle_blocks}.")
     if not 0.0 <= drop_rate < 1.0:
         raise ModelOptionError(f"drop_rate must be in [0, 1), not {drop_rate}.")
-    block_args = dict(residual=residual, mid_act=mid_act)
+    block_args = dict(residual=residual, mid_act=mid_act, tf_padding=tf_padding)
     features = nn.Sequential()
     stem = nn.Sequential()
     stem.add_module("conv1", ConvNormAct(in_chans, 32, 3, 2, padding=0))
@@ -108,5 +114,14 @@ def xception(num_classes: int = 1000, in_chans: int = 3, middle_blocks: int = 8,
     head.add_module("pool", GlobalAvgPool2d())
     head.add_module("drop", nn.Dropout(drop_rate))
     head.add_module("fc", nn.Linear(c, num_classes))
-    return init_weights(Network(features, head, ["entry", "middle", "exit"], num_classes),
-                        linear_std=None)
+    model = Network(features, head, ["entry", "middle", "exit"], num_classes)
+    return init_weights(set_bn_eps(model, bn_eps), linear_std=None)
+
+
+register("xception_keras", family="xception", paper=PAPER, year=2017,
+         input_size=(3, 299, 299), params=22_855_952, macs=8_357_403_496, exact=True,
+         source="params: keras.applications Xception trainable parameters (exact); mult-adds: "
+                "conv + fc at 299 (exact)",
+         description="Xception as keras.applications builds it, reproducing its outputs from "
+                     "its weight files: TensorFlow's `same` max pooling, batch-norm epsilon "
+                     "1e-3", tf_padding=True, bn_eps=1e-3)(xception)

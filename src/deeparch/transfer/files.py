@@ -1,4 +1,5 @@
-"""Reading weight files safely: safetensors, PyTorch ``.pth`` (zip or legacy), run folders.
+"""Reading weight files safely: safetensors, PyTorch ``.pth`` (zip or legacy), Keras ``.h5`` /
+``.weights.h5`` (read with h5py: :mod:`deeparch.transfer.keras`), run folders.
 
 Nothing here runs code from a file. A ``.pth`` is read with ``torch.load(...,
 weights_only=True)``, whose unpickler only rebuilds tensors and plain containers: a pickle
@@ -33,7 +34,8 @@ class WeightsFile:
     """The tensors of a weights file by name, and what is known about where they come from."""
 
     tensors: dict[str, torch.Tensor]
-    format: str                       # "safetensors", "pth" or "state_dict" (given in memory)
+    format: str                       # "safetensors", "pth", "keras-h5", "keras-weights-h5" or
+                                      # "state_dict" (given in memory)
     path: Path | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -46,8 +48,10 @@ class WeightsFile:
 
 
 def read_weights(source) -> WeightsFile:
-    """Read ``source``: a path to a ``.safetensors`` or ``.pth`` file, a deeparch run folder
-    (its ``model.safetensors``), a state dict, or an already read :class:`WeightsFile`."""
+    """Read ``source``: a path to a ``.safetensors``, ``.pth`` or Keras ``.h5`` /
+    ``.weights.h5`` file, a deeparch run folder (its ``model.safetensors``), a state dict, or
+    an already read :class:`WeightsFile`. A Keras file's tensors are keyed
+    ``<layer name>/<variable>`` in Keras' layouts (see :mod:`deeparch.transfer.keras`)."""
     if isinstance(source, WeightsFile):
         return source
     if isinstance(source, Mapping):
@@ -55,7 +59,11 @@ def read_weights(source) -> WeightsFile:
     if not isinstance(source, (str, os.PathLike)):
         raise WeightsError(f"weights must be a file path or a state dict, not a "
                            f"{type(source).__name__}.")
-    path = Path(source)
+    from . import hub
+    if hub.is_hub_name(source):     # torchvision:resnet18 -> the cached (or fetched) file
+        path = hub.resolve(source, progress=None)
+    else:
+        path = Path(source)
     if path.is_dir():
         path = _run_weights(path)
     if not path.is_file():
@@ -70,10 +78,13 @@ def read_weights(source) -> WeightsFile:
         return _read_safetensors(path)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return WeightsFile(_state_dict(_torch_load(path), str(path)), "pth", path)
+    from .keras import is_hdf5, read_keras
+    if is_hdf5(head):
+        return read_keras(path)
     kind = ("an empty file" if not head else
             "text" if _looks_like_text(head) else "bytes of no weights format")
-    raise WeightsError(f"{path} is not a weights file: it holds {kind}, not a safetensors file "
-                       f"or a PyTorch .pth state dict.")
+    raise WeightsError(f"{path} is not a weights file: it holds {kind}, not a safetensors file, "
+                       f"a PyTorch .pth state dict or a Keras .h5.")
 
 
 def _run_weights(folder: Path) -> Path:

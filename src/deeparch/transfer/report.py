@@ -73,9 +73,13 @@ class LoadReport:
             first = next(iter(renamed.items()))
             lines.append(f"{_plural(len(renamed), 'tensor')} took deeparch's names for "
                          f"{self.source}'s (for example {first[1]} -> {first[0]}).")
-        if self.reshaped:
-            lines.append("Reshaped: " + "; ".join(f"{k} ({how})"
-                                                   for k, how in self.reshaped.items()) + ".")
+        if self.reshaped:     # one clause per kind of change (a Keras file: nearly all)
+            kinds: dict[str, list[str]] = {}
+            for k, how in self.reshaped.items():
+                kinds.setdefault(how.rsplit(": ", 1)[-1], []).append(k)
+            lines.append("Reshaped: " + "; ".join(
+                f"{_plural(len(keys), 'tensor')} {why} (for example {keys[0]})"
+                for why, keys in kinds.items()) + ".")
         elif self.loaded:
             lines.append("No tensor needed another layout.")
         for reason, keys in _by_reason(self.initialised).items():

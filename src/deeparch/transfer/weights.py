@@ -1,4 +1,5 @@
-"""Load, identify and convert weight files: torchvision's ``.pth`` and deeparch's own.
+"""Load, identify and convert weight files: torchvision's ``.pth``, keras.applications' ``.h5``
+/ ``.weights.h5`` (:mod:`deeparch.transfer.keras`) and deeparch's own.
 
 * :func:`load_weights` fills a model from a file and returns a :class:`LoadReport` saying
   what was loaded, renamed, left at its initialisation (a classifier of another size) and
@@ -28,12 +29,13 @@ from torch import nn
 from ..errors import DeeparchError, WeightsError, WeightsMismatchError
 from ..models.registry import create_model as _build
 from ..models.registry import builder_options, list_models, model_info
+from . import keras as ks
 from . import preprocess as pre
 from . import torchvision as tv
 from .files import WeightsFile, read_weights
 from .report import LoadReport
 
-SOURCES = ("auto", "torchvision", "deeparch")
+SOURCES = ("auto", "torchvision", "keras", "deeparch")
 _COUNTER = "num_batches_tracked"   # BN's step counter: read by no forward pass in eval
 _OPTIONAL = ("aux.",)              # heads a model may be built without (GoogLeNet's aux)
 
@@ -143,8 +145,12 @@ def identify(weights) -> list[str]:
     torchvision's AlexNet, not the paper's). A deeparch file that names its model (files
     written by :func:`convert`) is compared with that model's family; any other file with
     every registered model (a few seconds the first time: each is built on the meta device).
+    A Keras file is matched by its layer names to keras.applications' architectures and by
+    its shapes to the deeparch models that compute them (:mod:`deeparch.transfer.keras`).
     """
     wf = read_weights(weights)
+    if _is_keras(wf):
+        return ks.identify(wf, _registered_signature)
     shapes = wf.shapes()
     exact: list[str] = []
     classes: list[str] = []
@@ -168,13 +174,21 @@ def identify(weights) -> list[str]:
         if hinted in names:
             family = model_info(hinted).family
             consider(hinted, shapes)
-            for n in names:
-                if model_info(n).family == family:
-                    consider(n, shapes)
+            # the model the file names is the answer when it fits: its family's variants of
+            # the same tensors (efficientnet_b0_keras beside efficientnet_b0) compute
+            # other functions
+            if hinted not in exact:
+                for n in names:
+                    if model_info(n).family == family:
+                        consider(n, shapes)
         if not exact and not classes:
             for n in names:
                 consider(n, shapes)
     return exact + classes
+
+
+def _is_keras(wf: WeightsFile) -> bool:
+    return wf.format in ks.FORMATS
 
 
 def _fits_phrase(wf: WeightsFile) -> str:
@@ -241,6 +255,11 @@ def _plan_report(wf: WeightsFile, model: nn.Module, source: str,
         raise WeightsError(f"source must be one of {', '.join(SOURCES)}, not {source!r}.")
     name = _name_of(model)
     sig = _signature_of(model)
+    if _is_keras(wf) != (source == "keras") and source != "auto":
+        raise WeightsError(f"{wf.where} is {'a Keras' if _is_keras(wf) else 'not a Keras'} "
+                           f"weights file; load it with source='auto' or "
+                           f"'{'keras' if _is_keras(wf) else 'torchvision / deeparch'}', not "
+                           f"{source!r}.")
     plan = _choose(wf, sig, getattr(model, "model_name", None), source)
     shapes = wf.shapes()
     back = {m: k for k, m in plan.mapping.items()}
@@ -362,6 +381,8 @@ def load_weights(model: nn.Module, weights, source: str = "auto",
     """
     wf = read_weights(weights)
     target = _unwrap(model)
+    if _is_keras(wf):
+        return _load_keras(wf, target, source, strict)
     report, plan = _plan_report(wf, target, source, strict)
     eps = _bn_eps(plan, wf)
     if eps is not None:
@@ -382,7 +403,52 @@ def load_weights(model: nn.Module, weights, source: str = "auto",
     return report
 
 
+def _keras_plan(wf: WeightsFile, model: nn.Module, source: str, strict: bool) -> ks.KerasPlan:
+    if source not in ("auto", "keras"):
+        raise WeightsError(f"{wf.where} is a Keras weights file; load it with source='auto' "
+                           f"or 'keras', not {source!r}.")
+    return ks.plan(wf, model, _signature_of(model), strict, lambda: _fits_phrase(wf))
+
+
+def _load_keras(wf: WeightsFile, target: nn.Module, source: str, strict: bool) -> LoadReport:
+    """A Keras file: every tensor converted to PyTorch's layout and checked, then the
+    batch-norm epsilon set to Keras' and the state loaded."""
+    plan = _keras_plan(wf, target, source, strict)
+    report, eps = plan.report, plan.arch.bn_eps
+    if eps is not None:
+        changed = [m for m in target.modules() if isinstance(m, _BN) and m.eps != eps]
+        if changed:
+            olds = sorted({m.eps for m in changed})
+            for m in changed:
+                m.eps = eps
+            report.settings.append(
+                f"batch-norm epsilon {' / '.join(f'{e:g}' for e in olds)} -> {eps:g} in "
+                f"{_count(changed, 'layer')}, as Keras' {plan.arch.name} computes")
+    with torch.no_grad():
+        result = target.load_state_dict(plan.state, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys   # checked above
+    return report
+
+
 # --------------------------------------------------------------------------- create / convert
+
+def _file_in_chans(name: str, wf: WeightsFile, kwargs: dict[str, Any]) -> dict[str, int]:
+    """``{"in_chans": C}`` when a file under deeparch's names has a first convolution that
+    reads another number of channels than the model's default (a model trained on grey
+    digits), else nothing."""
+    if "in_chans" not in builder_options(model_info(name).builder):
+        return {}
+    with torch.device("meta"):
+        probe = _build(name, **kwargs)
+    first = next((k for k, v in probe.state_dict().items() if v.dim() == 4), None)
+    t = wf.tensors.get(first) if first is not None else None
+    if t is None or t.dim() != 4:
+        return {}
+    want = probe.state_dict()[first].shape
+    if tuple(t.shape[2:]) == tuple(want[2:]) and t.shape[0] == want[0] and t.shape[1] != want[1]:
+        return {"in_chans": int(t.shape[1])}
+    return {}
+
 
 def create_model(name: str, *, weights=None, source: str = "auto",
                  num_classes: int | None = None, features_only: bool = False,
@@ -395,8 +461,26 @@ def create_model(name: str, *, weights=None, source: str = "auto",
     if weights is None:
         return _build(name, num_classes=num_classes, features_only=features_only,
                       out_stages=out_stages, **kwargs)
+    entry = None
+    if isinstance(weights, str):
+        from . import hub
+        if hub.is_hub_name(weights):           # the entry says which model and options
+            entry = hub.entry(weights)
+            if name != entry.model:
+                raise WeightsMismatchError(f"{entry.name} loads into {entry.model}, not "
+                                           f"{name}; create_model({entry.model!r}, "
+                                           f"weights={weights!r}).")
+            kwargs = {**entry.model_kwargs, **kwargs}
     wf = read_weights(weights)
-    if num_classes is None:
+    if "in_chans" not in kwargs and not _is_keras(wf):
+        kwargs = {**kwargs, **_file_in_chans(name, wf, kwargs)}
+    if num_classes is None and _is_keras(wf):
+        with torch.device("meta"):
+            probe = _build(name, **kwargs)
+        probe.model_name = name
+        found = _keras_plan(wf, probe, source, strict=True).file_classes
+        num_classes = found
+    elif num_classes is None:
         with torch.device("meta"):
             probe = _build(name, **kwargs)
         report, plan = _plan_report(wf, probe, source, strict=True)
@@ -407,6 +491,8 @@ def create_model(name: str, *, weights=None, source: str = "auto",
             num_classes = sizes.pop()
     model = _build(name, num_classes=num_classes, **kwargs)
     model.weights_report = load_weights(model, wf, source=source)
+    if entry is not None:                       # the publisher's exact recipe
+        model.weights_report.preprocess = entry.preprocess
     if features_only:
         from ..models.base import FeatureExtractor
         return FeatureExtractor(model, out_stages)
