@@ -172,7 +172,9 @@ def test_names_models_and_preprocessing():
     assert (v1.preprocess.resize, v2.preprocess.resize, v2.preprocess.size) == (256, 232, 224)
     assert hub.entry("torchvision:efficientnet_b3").preprocess.size == 300
     assert hub.entry("keras:ResNet50").preprocess.name == "keras-caffe"
-    assert hub.entry("keras:ResNet50").model_kwargs == {"stride_on_1x1": True}
+    assert hub.entry("keras:ResNet50").model == "resnet50_keras"
+    assert hub.entry("keras:ResNet50").model_kwargs == {}
+    assert hub.entry("keras:MobileNetV2_0.5_160").model_kwargs == {"width_mult": 0.5}
     assert hub.entry("keras:Xception_notop").preprocess.size == 299
     assert hub.entry("keras:DenseNet121").preprocess.name == "keras-torch"
     assert hub.entry("keras:MobileNet").name == "keras:MobileNet_1.0_224"
@@ -370,3 +372,11 @@ def test_cli_lists_and_fetches_from_a_mirror_folder(monkeypatch, tmp_path, capsy
     assert "no published weights" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "torchvision" / hub.entry("torchvision:alexnet").filename
                 ).exists()
+
+
+def test_every_keras_entry_loads_into_a_model_the_keras_loader_fills():
+    from deeparch.transfer import keras as K
+
+    filled = {a.model for a in K.archs().values()}
+    for e in hub.known("keras"):
+        assert e.model in filled, e.name

@@ -34,9 +34,10 @@ Keras 3 source gives. MobileNet is ``keras:MobileNet_<alpha>_<rows>`` for every 
 for the MobileNet files, so those are not verified (``checksum`` is None). Which deeparch
 model a Keras application loads into is decided by the Keras file loader
 (``deeparch.transfer.keras``); :data:`KERAS_MODELS` is this module's copy of that choice,
-one line per application, and its names must match the models that loader fills: ResNet v1
-is ``resnet50`` built with ``stride_on_1x1=True`` (Keras strides on the first 1x1), ResNet v2
-is ``preact_resnet50``, MobileNet v2's alpha is ``mobilenet_v2(width_mult=alpha)``.
+one line per application: the registered ``*_keras`` variants that compute what Keras
+computes (``resnet50_keras``: conv biases, the stride on the first 1x1; ``preact_resnet50_keras``;
+``mobilenet_v1_keras``...; TensorFlow's padding), VGG and DenseNet as they are; MobileNet
+v2's alpha is ``mobilenet_v2_keras(width_mult=alpha)``.
 
 The cache is ``$DEEPARCH_WEIGHTS``, else ``$XDG_CACHE_HOME/deeparch/weights``, else
 ``~/.cache/deeparch/weights``, a folder per source. A file already under its name there is
@@ -207,22 +208,22 @@ def _torchvision_entries() -> list[HubEntry]:
 KERAS_MODELS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     "VGG16": ("vgg16", ()),
     "VGG19": ("vgg19", ()),
-    "ResNet50": ("resnet50", (("stride_on_1x1", True),)),
-    "ResNet101": ("resnet101", (("stride_on_1x1", True),)),
-    "ResNet152": ("resnet152", (("stride_on_1x1", True),)),
-    "ResNet50V2": ("preact_resnet50", ()),
-    "ResNet101V2": ("preact_resnet101", ()),
-    "ResNet152V2": ("preact_resnet152", ()),
+    "ResNet50": ("resnet50_keras", ()),
+    "ResNet101": ("resnet101_keras", ()),
+    "ResNet152": ("resnet152_keras", ()),
+    "ResNet50V2": ("preact_resnet50_keras", ()),
+    "ResNet101V2": ("preact_resnet101_keras", ()),
+    "ResNet152V2": ("preact_resnet152_keras", ()),
     "DenseNet121": ("densenet121", ()),
     "DenseNet169": ("densenet169", ()),
     "DenseNet201": ("densenet201", ()),
-    "MobileNet_1.0": ("mobilenet_v1", ()),
-    "MobileNet_0.75": ("mobilenet_v1_075", ()),
-    "MobileNet_0.5": ("mobilenet_v1_050", ()),
-    "MobileNet_0.25": ("mobilenet_v1_025", ()),
-    "MobileNetV2": ("mobilenet_v2", ()),                   # width_mult=alpha is added below
-    "Xception": ("xception", ()),
-    **{f"EfficientNetB{b}": (f"efficientnet_b{b}", ()) for b in range(8)},
+    "MobileNet_1.0": ("mobilenet_v1_keras", ()),
+    "MobileNet_0.75": ("mobilenet_v1_075_keras", ()),
+    "MobileNet_0.5": ("mobilenet_v1_050_keras", ()),
+    "MobileNet_0.25": ("mobilenet_v1_025_keras", ()),
+    "MobileNetV2": ("mobilenet_v2_keras", ()),             # width_mult=alpha is added below
+    "Xception": ("xception_keras", ()),
+    **{f"EfficientNetB{b}": (f"efficientnet_b{b}_keras", ()) for b in range(8)},
 }
 
 # application, base URL, full file name, notop file name, MD5 (full, notop), mode, size --
