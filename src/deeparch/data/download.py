@@ -100,14 +100,20 @@ BINARY_SOURCES: dict[str, tuple[Resource, ...]] = {
 }
 
 
-def cache_dir() -> Path:
-    """The folder that holds every dataset: ``$DEEPARCH_DATA`` or the user cache."""
-    env = os.environ.get("DEEPARCH_DATA")
+def user_cache(kind: str, variable: str) -> Path:
+    """``$<variable>``, else ``$XDG_CACHE_HOME/deeparch/<kind>``, else
+    ``~/.cache/deeparch/<kind>``: where deeparch keeps what it downloads."""
+    env = os.environ.get(variable)
     if env:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "deeparch" / "data"
+    return base / "deeparch" / kind
+
+
+def cache_dir() -> Path:
+    """The folder that holds every dataset: ``$DEEPARCH_DATA`` or the user cache."""
+    return user_cache("data", "DEEPARCH_DATA")
 
 
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:

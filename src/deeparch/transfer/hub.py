@@ -53,7 +53,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.download import download_file
+from ..data.download import download_file, user_cache
 from ..errors import DownloadError, WeightsError
 from . import preprocess as pre
 from .torchvision import ARCHS as TV_ARCHS
@@ -378,12 +378,7 @@ def known(source: str | None = None) -> list[HubEntry]:
 def cache_dir() -> Path:
     """``$DEEPARCH_WEIGHTS``, else ``$XDG_CACHE_HOME/deeparch/weights``, else
     ``~/.cache/deeparch/weights``."""
-    env = os.environ.get("DEEPARCH_WEIGHTS")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "deeparch" / "weights"
+    return user_cache("weights", "DEEPARCH_WEIGHTS")
 
 
 def mirror_url(e: HubEntry) -> str:

@@ -384,23 +384,28 @@ def load_weights(model: nn.Module, weights, source: str = "auto",
     if _is_keras(wf):
         return _load_keras(wf, target, source, strict)
     report, plan = _plan_report(wf, target, source, strict)
-    eps = _bn_eps(plan, wf)
-    if eps is not None:
-        changed = [m for m in target.modules() if isinstance(m, _BN) and m.eps != eps]
-        if changed:
-            olds = sorted({m.eps for m in changed})
-            for m in changed:
-                m.eps = eps
-            who = (f"torchvision's {plan.arch.name}" if plan.arch is not None
-                   else "the file's model")
-            report.settings.append(
-                f"batch-norm epsilon {' / '.join(f'{e:g}' for e in olds)} -> {eps:g} in "
-                f"{_count(changed, 'layer')}, as {who} computes")
+    _set_bn_eps(target, _bn_eps(plan, wf), report,
+                f"torchvision's {plan.arch.name}" if plan.arch is not None
+                else "the file's model")
     state = {mk: wf.tensors[fk] for mk, fk in report.loaded.items()}
     with torch.no_grad():
         result = target.load_state_dict(state, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys   # checked above
     return report
+
+
+def _set_bn_eps(target: nn.Module, eps: float | None, report: LoadReport, who: str) -> None:
+    """Give every batch-norm layer the epsilon the source computes with, and say so."""
+    if eps is None:
+        return
+    changed = [m for m in target.modules() if isinstance(m, _BN) and m.eps != eps]
+    if changed:
+        olds = sorted({m.eps for m in changed})
+        for m in changed:
+            m.eps = eps
+        report.settings.append(
+            f"batch-norm epsilon {' / '.join(f'{e:g}' for e in olds)} -> {eps:g} in "
+            f"{_count(changed, 'layer')}, as {who} computes")
 
 
 def _keras_plan(wf: WeightsFile, model: nn.Module, source: str, strict: bool) -> ks.KerasPlan:
@@ -414,16 +419,8 @@ def _load_keras(wf: WeightsFile, target: nn.Module, source: str, strict: bool) -
     """A Keras file: every tensor converted to PyTorch's layout and checked, then the
     batch-norm epsilon set to Keras' and the state loaded."""
     plan = _keras_plan(wf, target, source, strict)
-    report, eps = plan.report, plan.arch.bn_eps
-    if eps is not None:
-        changed = [m for m in target.modules() if isinstance(m, _BN) and m.eps != eps]
-        if changed:
-            olds = sorted({m.eps for m in changed})
-            for m in changed:
-                m.eps = eps
-            report.settings.append(
-                f"batch-norm epsilon {' / '.join(f'{e:g}' for e in olds)} -> {eps:g} in "
-                f"{_count(changed, 'layer')}, as Keras' {plan.arch.name} computes")
+    report = plan.report
+    _set_bn_eps(target, plan.arch.bn_eps, report, f"Keras' {plan.arch.name}")
     with torch.no_grad():
         result = target.load_state_dict(plan.state, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys   # checked above
