@@ -458,6 +458,273 @@ def cmd_predict(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- look
+
+def _look_input_args(p: argparse.ArgumentParser) -> None:
+    """The image a `look` action shows the network: a file, or sample N of a data set."""
+    p.add_argument("--image", metavar="FILE", help="an image file (PNG, JPEG, ...)")
+    p.add_argument("--data", metavar="DATA",
+                   help="a data set name or path (default for a run: its own data)")
+    p.add_argument("--sample", type=int, metavar="N", help="the N-th test image of --data")
+    p.add_argument("--data-dir", metavar="DIR", help="where named data sets are kept")
+
+
+def cmd_look_maps(args) -> int:
+    from .viz.activations import look_maps
+    print(look_maps(args.model, args.layer, args.output, image=args.image, data=args.data,
+                    sample=args.sample, data_dir=args.data_dir, channels=args.channels,
+                    all_layers=args.all_layers, scale=args.scale, weights=args.weights))
+    return 0
+
+
+def cmd_look_filters(args) -> int:
+    from .viz.activations import look_filters
+    print(look_filters(args.model, args.layer, args.output, weights=args.weights,
+                       channels=args.channels))
+    return 0
+
+
+def cmd_look_compare(args) -> int:
+    from .viz.activations import look_compare
+    print(look_compare(args.run_a, args.run_b, args.layer, args.output, image=args.image,
+                       data=args.data, sample=args.sample, data_dir=args.data_dir,
+                       channels=args.channels, scale=args.scale))
+    return 0
+
+
+def cmd_lesion(args) -> int:
+    from .viz.lesion import lesion_run
+    say = None if args.json else (lambda line: print(f"  {line}", flush=True))
+    r = lesion_run(args.run, limit=args.limit, kind=args.kind, draws=args.draws,
+                   seed=args.seed, ks=args.ks, out=args.out, which=args.which, log=say)
+    where = Path(args.out) if args.out else Path(args.run)
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return 0
+    worst = min(r.units, key=lambda u: u["accuracy"])
+    print(f"{r.model}: base accuracy {r.base_accuracy:.2%} on {r.n} test images; "
+          f"{len(r.units)} {r.kind} removed one at a time, the worst {worst['name']} "
+          f"({worst['accuracy']:.2%}; chance {r.chance:.0%})")
+    print(f"lesion: {where / 'lesion.json'} {where / 'lesion.png'}")
+    return 0
+
+
+def cmd_look_attribution(args) -> int:
+    from .viz.attribution import look_attribution
+    kind = args.look_action
+    r = look_attribution(args.model, args.output, kind=kind, images=args.image,
+                         data=args.data, samples=args.sample, data_dir=args.data_dir,
+                         method=getattr(args, "method", "grad"), target=args.target,
+                         layer=getattr(args, "layer", "auto"),
+                         plus=getattr(args, "plus", False), weights=args.weights,
+                         seed=args.seed)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    for n in r["notes"]:
+        print(f"note: {n}")
+    what = f"Grad-CAM{'++' if args.plus else ''} at {r['layer']}" if kind == "gradcam" \
+        else f"saliency ({r['method']})"
+    print(f"{r['model']}: {what}")
+    for row in r["images"]:
+        print(f"  {row['image']}: target {row['target']} (p={row['probability']:.3f}, "
+              f"top1 {row['top1']})")
+    print(f"{kind}: {r['plot']}")
+    return 0
+
+
+def cmd_look_maximize(args) -> int:
+    from .viz.maximize import look_maximize
+    unit = args.unit if args.unit in ("center", "mean") else tuple(
+        int(v) for v in args.unit.replace("x", ",").split(",") if v.strip().lstrip("-").isdigit())
+    r = look_maximize(args.model, args.layer, args.output, channels=args.channels, unit=unit,
+                      recipe=args.recipe, setting=args.setting, steps=args.steps, lr=args.lr,
+                      seed=args.seed, view=args.view, weights=args.weights, data=args.data,
+                      data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    for n in r["warnings"]:
+        print(f"warning: {n}", file=sys.stderr)
+    for n in r["notes"]:
+        print(f"note: {n}")
+    print(f"{r['model']}: {r['layer']} (row #{r['row']}), {len(r['channels'])} channel"
+          f"{'s' if len(r['channels']) != 1 else ''} maximised, recipe {r['recipe']}, "
+          f"{r['steps']} steps")
+    for c in r["channels"]:
+        box = c["box"]
+        where = f"  receptive field rows {box[0]}:{box[2]}, columns {box[1]}:{box[3]}" \
+            if box else ""
+        print(f"  channel {c['channel']}: {c['start_activation']:.4g} -> "
+              f"{c['activation']:.4g}{where}")
+    print(f"maximize: {r['plot']}")
+    return 0
+
+
+def _look_maximize_parser(look, ex) -> None:
+    """`deeparch look maximize` (part 2: activation maximisation)."""
+    from .viz.maximize import RECIPES
+    xp = look.add_parser(
+        "maximize", help="the input that a layer's channels respond to most (gradient ascent)",
+        description="Activation maximisation: climb the gradient of one unit (or the mean) of "
+                    "each chosen channel of a layer with respect to the input, from a seeded "
+                    "random image. Recipes: plain (the slides' update), yosinski (Yosinski et "
+                    "al. 2015: L2 decay, blur, clipping; --setting 1-4 of their Table 1), olah "
+                    "(Olah et al. 2017: Fourier parameterisation, the training set's colours "
+                    "decorrelated, transformation robustness). For a single unit each picture "
+                    "is cropped to its receptive field (the box in the summary's geometry).",
+        epilog="examples:\n"
+               "  deeparch look maximize runs/lenet5 --layer features.c1 --channels all "
+               "-o sheet.png\n"
+               "  deeparch look maximize runs/lenet5 --layer #4 --channels 0:8 --recipe olah "
+               "-o olah.png\n"
+               "  deeparch look maximize runs/lenet5 --layer head.output --channels all "
+               "--recipe yosinski -o classes.png",
+        formatter_class=ex)
+    xp.add_argument("model", metavar="RUN|MODEL",
+                    help="a run folder (or RUN@best|last|init), or a model name or pattern "
+                         "with --weights")
+    xp.add_argument("--layer", metavar="L", required=True, help="the layer: name or #row")
+    xp.add_argument("--channels", default="all", metavar="all|A:B",
+                    help="channels to maximise: all (default), 0:8, 3 or 1,4,7")
+    xp.add_argument("--unit", default="center", metavar="center|mean|I,J",
+                    help="the unit of each channel's map: center (default), mean (the whole "
+                         "channel) or map coordinates I,J")
+    xp.add_argument("--recipe", choices=RECIPES, default="plain", help="plain (default), "
+                    "yosinski or olah")
+    xp.add_argument("--setting", type=int, choices=(1, 2, 3, 4), default=3,
+                    help="yosinski: the row of Yosinski et al.'s Table 1 (default 3)")
+    xp.add_argument("--steps", type=int, metavar="N", help="gradient steps (default per "
+                    "recipe: 200, the setting's, 512)")
+    xp.add_argument("--lr", type=float, metavar="X", help="step size (plain 0.05 std per "
+                    "step; yosinski progress per step 2.0; olah Adam 0.05)")
+    xp.add_argument("--seed", type=int, default=0, help="the start image (default 0)")
+    xp.add_argument("--view", choices=("auto", "full", "crop", "both"), default="auto",
+                    help="cells: the full image with the box, the receptive-field crop, or "
+                         "both (default auto)")
+    xp.add_argument("--data", metavar="DATA", help="olah: the training set whose colours "
+                    "are decorrelated (default: a run's own data)")
+    xp.add_argument("--data-dir", metavar="DIR", help="where named data sets are kept")
+    xp.add_argument("--weights", metavar="FILE", help="weights for MODEL")
+    xp.add_argument("--json", action="store_true", help="what was done, as JSON")
+    xp.add_argument("-o", "--output", metavar="OUT.png", required=True, help="the PNG to write")
+    xp.set_defaults(func=cmd_look_maximize)
+
+
+def _look_attribution_parsers(look, ex) -> None:
+    """`deeparch look saliency|gradcam` (part 3: attribution)."""
+    for kind in ("saliency", "gradcam"):
+        sp = look.add_parser(
+            kind, help="which input pixels a class score depends on" if kind == "saliency"
+            else "Grad-CAM: where in a layer's map the evidence for a class lies",
+            description=("Saliency: the gradient of a class score with respect to the input "
+                         "(grad, smoothgrad, guided backprop, integrated gradients) or the "
+                         "score drop when a patch is occluded, drawn beside and over each "
+                         "image (raw values on the colour bar).") if kind == "saliency" else
+                        ("Grad-CAM (Selvaraju et al. 2017; --plus: Grad-CAM++) at a layer "
+                         "(default: the last spatial map), bilinearly upsampled and drawn "
+                         "beside and over each image (raw values on the colour bar)."),
+            epilog="examples:\n"
+                   f"  deeparch look {kind} runs/fashion --image shoe.png -o {kind}.png\n"
+                   f"  deeparch look {kind} runs/fashion --sample 0 1 2 3 --target top1 "
+                   f"-o {kind}.png" + ("\n  deeparch look saliency runs/fashion --sample 0 "
+                                      "--method integrated -o ig.png" if kind == "saliency"
+                                      else "\n  deeparch look gradcam runs/fashion --sample 0 "
+                                           "--layer features.stage2.2.act2 --plus -o c.png"),
+            formatter_class=ex)
+        sp.add_argument("model", metavar="RUN|MODEL",
+                        help="a run folder (or RUN@best|last|init), or a model name or "
+                             "pattern with --weights")
+        sp.add_argument("--image", nargs="+", metavar="FILE", help="image files (PNG, JPEG..)")
+        sp.add_argument("--data", metavar="DATA",
+                        help="a data set name or path (default for a run: its own data)")
+        sp.add_argument("--sample", nargs="+", type=int, metavar="N",
+                        help="test images of --data by index")
+        sp.add_argument("--data-dir", metavar="DIR", help="where named data sets are kept")
+        sp.add_argument("--target", default="top1", metavar="top1|CLASS",
+                        help="the class explained: top1 (each image's prediction, default), "
+                             "a class name or index")
+        if kind == "saliency":
+            from .viz.attribution import METHODS
+            sp.add_argument("--method", choices=METHODS, default="grad",
+                            help="grad (default), smoothgrad, guided, integrated, occlusion")
+        else:
+            sp.add_argument("--layer", default="auto", metavar="L",
+                            help="the layer: name or #row (default auto: the last spatial map)")
+            sp.add_argument("--plus", action="store_true", help="Grad-CAM++")
+        sp.add_argument("--seed", type=int, default=0, help="SmoothGrad's noise, RUN@init")
+        sp.add_argument("--weights", metavar="FILE", help="weights for MODEL")
+        sp.add_argument("--json", action="store_true", help="what was done, as JSON")
+        sp.add_argument("-o", "--output", metavar="OUT.png", required=True,
+                        help="the PNG to write")
+        sp.set_defaults(func=cmd_look_attribution, plus=False)
+
+
+def _look_parsers(look) -> None:
+    """The `deeparch look ACTION` sub-actions; each part adds its own here."""
+    ex = argparse.RawDescriptionHelpFormatter
+    mp = look.add_parser(
+        "maps", help="the activation maps of a layer for one image, as one sheet",
+        description="Draw the input and every chosen channel of a layer's output for one "
+                    "image, labelled with the layer's name and shape. Layers are the rows of "
+                    "`deeparch summary`: a name (features.conv1; act@2 for a module's second "
+                    "use), a row number (#3) or a glob (layer4.*).",
+        epilog="examples:\n"
+               "  deeparch look maps runs/lenet5 --sample 0 --layer features.conv1 -o maps.png\n"
+               "  deeparch look maps runs/lenet5 --image digit.png --all-layers -o rows.png",
+        formatter_class=ex)
+    mp.add_argument("model", metavar="RUN|MODEL",
+                    help="a deeparch run folder, or a registered model name or a pattern")
+    _look_input_args(mp)
+    mp.add_argument("--layer", metavar="L", help="the layer(s): name, #row or glob")
+    mp.add_argument("--all-layers", action="store_true",
+                    help="one row per layer with a spatial map (--layer narrows them)")
+    mp.add_argument("--channels", metavar="A:B", help="channels to draw, e.g. 0:6 or 0,3,5 "
+                    "(default: all, up to 64 per layer; 8 per row with --all-layers)")
+    mp.add_argument("--scale", choices=("channel", "layer"), default="channel",
+                    help="grey scale per channel (default) or shared by the layer")
+    mp.add_argument("--weights", metavar="FILE", help="weights for MODEL")
+    mp.add_argument("-o", "--output", metavar="OUT.png", required=True, help="the PNG to write")
+    mp.set_defaults(func=cmd_look_maps)
+
+    fp = look.add_parser(
+        "filters", help="the kernels of a convolution",
+        description="Draw the kernels of a convolution layer: one cell per filter, in colour "
+                    "when it reads three channels, else one cell per input channel.",
+        epilog="example:\n  deeparch look filters runs/lenet5 --layer features.conv1 -o f.png",
+        formatter_class=ex)
+    fp.add_argument("model", metavar="RUN|MODEL",
+                    help="a deeparch run folder, or a registered model name or a pattern")
+    fp.add_argument("--layer", metavar="L", required=True, help="a convolution: name or #row")
+    fp.add_argument("--channels", metavar="A:B", help="filters to draw (default: up to 64)")
+    fp.add_argument("--weights", metavar="FILE", help="weights for MODEL")
+    fp.add_argument("-o", "--output", metavar="OUT.png", required=True, help="the PNG to write")
+    fp.set_defaults(func=cmd_look_filters)
+
+    cp = look.add_parser(
+        "compare", help="the maps of a layer in two checkpoints, side by side",
+        description="Draw the maps of one layer for one image under two networks of the same "
+                    "architecture: RUN@best / RUN@last pick a checkpoint of a run, RUN@init "
+                    "its architecture re-initialised (seed 0).",
+        epilog="examples:\n"
+               "  deeparch look compare runs/a runs/a@init --sample 0 --layer conv1 -o c.png\n"
+               "  deeparch look compare runs/epoch1 runs/epoch20 --image x.png --layer #4 "
+               "-o c.png",
+        formatter_class=ex)
+    cp.add_argument("run_a", metavar="RUN_A", help="a run folder (or RUN@best|last|init)")
+    cp.add_argument("run_b", metavar="RUN_B", help="a run folder (or RUN@best|last|init)")
+    _look_input_args(cp)
+    cp.add_argument("--layer", metavar="L", required=True, help="the layer: name or #row")
+    cp.add_argument("--channels", metavar="A:B", help="channels to draw (default: the first 8)")
+    cp.add_argument("--scale", choices=("channel", "layer"), default="channel",
+                    help="grey scale per channel (default) or shared by the layer")
+    cp.add_argument("-o", "--output", metavar="OUT.png", required=True, help="the PNG to write")
+    cp.set_defaults(func=cmd_look_compare)
+    # parts 2 and 3 add their actions below (maximize, saliency, gradcam)
+    _look_maximize_parser(look, ex)
+    _look_attribution_parsers(look, ex)
+
+
 # --------------------------------------------------------------------------- messages
 
 # API keyword -> argparse dest, where the command names a thing differently from the API and
@@ -801,6 +1068,43 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write each image beside its top-k bars here")
     pr.add_argument("--json", action="store_true", help="the predictions as JSON")
     pr.set_defaults(func=cmd_predict)
+
+    ls = sub.add_parser(
+        "lesion", help="the residual lesion study: remove each block, measure the accuracy",
+        description="Veit et al. 2016's lesion study of a trained run: each residual block "
+                    "in turn made the identity (its shortcut kept), then k random blocks at "
+                    "once; a network without residual blocks loses single conv layers (with "
+                    "their BN and activation) where the shapes allow. Measured on the run's "
+                    "test split; writes lesion.json and lesion.png.",
+        epilog="examples:\n"
+               "  deeparch lesion runs/resnet20-fashion\n"
+               "  deeparch lesion runs/plain20-fashion --limit 2000 --draws 4 -o out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ls.add_argument("run", metavar="RUN", help="a deeparch run folder")
+    ls.add_argument("--limit", type=int, metavar="N",
+                    help="measure on N test images (stratified; default all)")
+    ls.add_argument("--draws", type=int, default=4, metavar="D",
+                    help="random sets of k units per k (default 4)")
+    ls.add_argument("--k", type=int, nargs="+", metavar="K", dest="ks",
+                    help="numbers of random units to remove (default 1 .. all)")
+    ls.add_argument("--kind", choices=("auto", "blocks", "layers"), default="auto",
+                    help="what to remove (auto: residual blocks if any, else layers)")
+    ls.add_argument("--seed", type=int, default=0, help="the random sets' seed")
+    ls.add_argument("--weights", dest="which", choices=("model", "best", "last"),
+                    default="model", help="which weights of the run")
+    ls.add_argument("-o", "--out", metavar="DIR",
+                    help="where lesion.json and lesion.png go (default: the run folder)")
+    ls.add_argument("--json", action="store_true", help="the result as JSON")
+    ls.set_defaults(func=cmd_lesion)
+
+    lk = sub.add_parser(
+        "look", help="look inside a network: activation maps, filters, maximisation, "
+                     "saliency, Grad-CAM",
+        description="Look inside a trained network. Layers are addressed by the rows of "
+                    "`deeparch summary`: name, #row number or glob.")
+    look = lk.add_subparsers(dest="look_action", metavar="ACTION")
+    look.required = True
+    _look_parsers(look)
     return p
 
 
