@@ -227,3 +227,10 @@ def test_import_deeparch_is_lazy_and_complete():
     r = subprocess.run([sys.executable, "-c", "import deeparch; deeparch.nosuch"],
                        capture_output=True, text=True, env=ENV)
     assert r.returncode == 1 and "has no attribute 'nosuch'" in r.stderr
+
+
+def test_the_look_choices_are_the_apis():
+    from deeparch import cli
+    from deeparch.viz.attribution import METHODS
+    from deeparch.viz.maximize import RECIPES
+    assert cli._MAXIMIZE_RECIPES == RECIPES and cli._SALIENCY_METHODS == METHODS

@@ -561,9 +561,14 @@ def cmd_look_maximize(args) -> int:
     return 0
 
 
+# the choices of viz.maximize.RECIPES and viz.attribution.METHODS, spelled out so that
+# building the parser imports no torch (tests/test_models_cli.py checks both)
+_MAXIMIZE_RECIPES = ("plain", "yosinski", "olah")
+_SALIENCY_METHODS = ("grad", "smoothgrad", "guided", "integrated", "occlusion")
+
+
 def _look_maximize_parser(look, ex) -> None:
     """`deeparch look maximize` (part 2: activation maximisation)."""
-    from .viz.maximize import RECIPES
     xp = look.add_parser(
         "maximize", help="the input that a layer's channels respond to most (gradient ascent)",
         description="Activation maximisation: climb the gradient of one unit (or the mean) of "
@@ -590,7 +595,7 @@ def _look_maximize_parser(look, ex) -> None:
     xp.add_argument("--unit", default="center", metavar="center|mean|I,J",
                     help="the unit of each channel's map: center (default), mean (the whole "
                          "channel) or map coordinates I,J")
-    xp.add_argument("--recipe", choices=RECIPES, default="plain", help="plain (default), "
+    xp.add_argument("--recipe", choices=_MAXIMIZE_RECIPES, default="plain", help="plain (default), "
                     "yosinski or olah")
     xp.add_argument("--setting", type=int, choices=(1, 2, 3, 4), default=3,
                     help="yosinski: the row of Yosinski et al.'s Table 1 (default 3)")
@@ -645,8 +650,7 @@ def _look_attribution_parsers(look, ex) -> None:
                         help="the class explained: top1 (each image's prediction, default), "
                              "a class name or index")
         if kind == "saliency":
-            from .viz.attribution import METHODS
-            sp.add_argument("--method", choices=METHODS, default="grad",
+            sp.add_argument("--method", choices=_SALIENCY_METHODS, default="grad",
                             help="grad (default), smoothgrad, guided, integrated, occlusion")
         else:
             sp.add_argument("--layer", default="auto", metavar="L",
