@@ -89,14 +89,18 @@ def _batch(x: Any) -> tuple[torch.Tensor, bool]:
     return x.detach(), single
 
 
+def _refused(exc: RuntimeError, x: torch.Tensor) -> DataError:
+    """The one sentence for an input the model's layers cannot take."""
+    first = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
+    return DataError(f"the model cannot take an input of shape {tuple(x.shape[1:])} "
+                     f"({first}); give images with the channels and size it was built for.")
+
+
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         out = model(x)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
-        raise DataError(f"the model cannot take an input of shape {tuple(x.shape[1:])} "
-                        f"({first}); give images with the channels and size it was built "
-                        f"for.") from None
+        raise _refused(exc, x) from None
     out = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -371,10 +375,7 @@ def gradcam_result(model: nn.Module, x: torch.Tensor, target: Any = None,
         try:
             out, (a,) = capture(model, xx, [row], grad=True, table=table)
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
-            raise DataError(f"the model cannot take an input of shape {tuple(x.shape[1:])} "
-                            f"({first}); give images with the channels and size it was "
-                            f"built for.") from None
+            raise _refused(exc, x) from None
         logits = out[0] if isinstance(out, (tuple, list)) else out
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise ModelOptionError("the model does not output one score per class; Grad-CAM "
