@@ -5,8 +5,9 @@ fine-tuning win as the data grows? (The course notes' advice, measured.)
    FashionMNIST, 1x28x28, from Debian's IDX files (nothing is downloaded).
 2. Transfer it to scikit-learn's 8x8 digits (fitted to the pretrained run's 28x28 input by
    deeparch itself) with 5, 10, 50 and all training samples per class, under each regime:
-   linear, cached, top:1, top:2, full, full with a smaller backbone rate -- and from scratch
-   (resnet20, random init, the same 28x28 input) -- over several seeds.
+   linear, cached, top:1, top:2, full, full with a smaller backbone rate, top:4 (everything
+   trains, from a new head) -- and from scratch (resnet20, random init, the same 28x28
+   input) -- over several seeds.
 
 Every condition is tested on the same, whole digits test split (359 images): each
 (samples, seed) training set is written as a Keras-style .npz (x_train / y_train /
@@ -18,6 +19,8 @@ Usage (from the repository root):
 
     .venv/bin/python benchmarks/transfer_digits.py            # the committed numbers
     .venv/bin/python benchmarks/transfer_digits.py --quick    # a smoke test (a few minutes)
+    ... --reuse-pretrained     # keep the workdir's pretrained run (same settings)
+    ... --resume               # keep the runs already in the JSON, train the missing ones
 
 Run folders go under --workdir (default /tmp/deeparch-transfer-digits). The full run writes
 benchmarks/transfer_digits.json and benchmarks/transfer_digits.png; --quick writes its
@@ -166,12 +169,14 @@ def pretrain(workdir: Path, quick: bool, reuse: bool, threads: int) -> dict:
 
 
 def transfer(workdir: Path, pre_run: Path, sets: dict, regimes: dict, quick: bool,
-             threads: int, on_result) -> None:
+             threads: int, on_result, done: set = frozenset()) -> None:
     from deeparch.train.run import train
 
     # seed by seed: every finished seed covers every column
     jobs = [(name, k, seed) for seed in SEEDS_RUN for k in SAMPLES_RUN for name in regimes]
     for i, (name, k, seed) in enumerate(jobs, 1):
+        if (name, k, seed) in done:
+            continue
         path, n = sets[(k, seed)]
         spec = dict(regimes[name])
         regime = spec.pop("regime")
@@ -287,6 +292,10 @@ def main(argv=None) -> int:
     p.add_argument("--regimes", default=",".join(REGIMES),
                    help="comma-separated subset of: " + ", ".join(REGIMES))
     p.add_argument("--out", default=None, help="JSON path (PNG beside it)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in the JSON (same settings and pretrained "
+                        "run) and train only the missing ones; every run is deterministic "
+                        "on CPU, so the numbers are those of an uninterrupted run")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     workdir = Path(a.workdir)
@@ -324,12 +333,26 @@ def main(argv=None) -> int:
                         "all_train_images": n_all},
            "results": results}
 
+    done: set = set()
+    if a.resume and out_json.is_file():
+        old = json.loads(out_json.read_text())
+        if old.get("settings") != json.loads(json.dumps(doc["settings"])) or \
+                old["pretrain"].get("run") != pre["run"] or \
+                old["pretrain"].get("accuracy") != pre["accuracy"]:
+            raise SystemExit(f"{out_json} holds another experiment (other settings or "
+                             f"pretrained run); run without --resume.")
+        results.extend(old["results"])
+        done = {(r["regime"], r["samples_per_class"], r["seed"]) for r in results}
+        doc["sessions"] = old.get("sessions", []) + [
+            {"command": old["command"], "total_s": old.get("total_s"), "runs": len(results)}]
+        print(f"resuming: {len(results)} runs already in {out_json}", flush=True)
+
     def on_result(r):
         results.append(r)
         doc["summary"] = summarise(results)
         write_atomic(out_json, json.dumps(doc, indent=2) + "\n")
 
-    transfer(workdir, Path(pre["run"]), sets, regimes, a.quick, a.threads, on_result)
+    transfer(workdir, Path(pre["run"]), sets, regimes, a.quick, a.threads, on_result, done)
     doc["total_s"] = time.perf_counter() - t0
     doc["summary"] = summarise(results)
     write_atomic(out_json, json.dumps(doc, indent=2) + "\n")
