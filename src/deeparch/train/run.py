@@ -533,8 +533,8 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
         if weights is None and from_run is None:
             raise TrainingError(f"regime {regime} says how to train from pretrained weights; "
                                 f"give them with --weights FILE|NAME or --from-run RUN.")
-        if cfg.augment and str(parse_regime(regime)) == "cached":
-            _check_cached({"transfer": {"regime": "cached"}}, cfg)
+        if str(parse_regime(regime)) == "cached":
+            _check_cached(cfg)              # before any weights are read
         transfer = {"weights": None if weights is None else str(weights),
                     "from_run": None if from_run is None else str(from_run),
                     "regime": str(parse_regime(regime))}
@@ -756,9 +756,8 @@ def _is_cached(run: dict[str, Any]) -> bool:
     return bool(t) and str(t.get("regime")) == "cached"
 
 
-def _check_cached(run: dict[str, Any], cfg: TrainConfig) -> None:
-    if not _is_cached(run):
-        return
+def _check_cached(cfg: TrainConfig) -> None:
+    """What the cached regime cannot do: augment on the fly, or train under torchrun."""
     if cfg.augment:
         raise TrainingError("the cached regime computes every image's features once, so the "
                             "images cannot be augmented on the fly; leave --augment out or use "
@@ -776,7 +775,7 @@ def _make_trainer(s: _Setup, cfg: TrainConfig, run: dict[str, Any], out: Path, l
         return (Trainer(s.model, s.train, s.val, cfg, out=out, mean=run["mean"],
                         std=run["std"], classes=run["classes"], log=log, progress=progress),
                 s.test)
-    _check_cached(run, cfg)
+    _check_cached(cfg)
     from ..transfer.regime import feature_head
     from .pretrained import cached_features
     from .speed import BatchStream
