@@ -327,6 +327,32 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
     assert f"after epoch {state['epoch']}" in r.stdout
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_an_epochs_writes_waits_until_they_agree(tmp_path, monkeypatch, sig,
+                                                                capsys):
+    """The signal arrives after history and ``best``, before ``last`` (CI once hit such a
+    moment by chance: last.json said epoch 4, last.safetensors epoch 5); the stop waits
+    until history, best, last and their .json copies all say the same epoch."""
+    from deeparch.train.checkpoint import read_checkpoint_state
+    from deeparch.train.trainer import Trainer
+    real = Trainer.save
+
+    def save(self, path):
+        if Path(path).name.startswith("last") and self.epoch == 2:
+            os.kill(os.getpid(), sig)
+        return real(self, path)
+    monkeypatch.setattr(Trainer, "save", save)
+    out = tmp_path / "held"
+    code = _train(out, epochs=5)
+    assert code == (143 if sig == signal.SIGTERM else 130)
+    assert "--resume" in capsys.readouterr().err
+    ck = out / "checkpoints"
+    assert read_checkpoint_state(ck / "last.safetensors")["epoch"] == 2
+    assert json.loads((ck / "last.json").read_text())["epoch"] == 2
+    assert len(json.loads((out / "history.json").read_text())) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 # --------------------------------------------------------------------------- untrusted run folders
 
 def _damage(out: Path, edit) -> None:

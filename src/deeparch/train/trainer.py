@@ -15,8 +15,12 @@ The monitored metric is the validation accuracy (training accuracy without valid
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -34,6 +38,40 @@ from .metrics import evaluate
 from .schedules import LRSchedule, build_optimizer, set_lr
 
 Callback = Callable[["Trainer", dict], Any]
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM while the block runs; deliver the first one after it.
+
+    An epoch's files (history, ``best``, ``last`` and their ``.json`` copies) are written
+    as one step: a stop asked for in between waits the few milliseconds until they agree,
+    so the state a clean stop leaves always says one epoch. (SIGKILL cannot be held; the
+    write order and :func:`run._pick_checkpoint` cover that case.) Outside the main
+    thread, where handlers cannot be set, the block runs unguarded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, Any]] = []
+
+    def hold(signum, frame):
+        pending.append((signum, frame))
+
+    kept = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        kept[sig] = signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            signum, frame = pending[0]
+            handler = kept[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -428,13 +466,15 @@ class Trainer:
             self.stopped_early = True
         if self.dist.is_main:
             if self.out is not None:
-                self.history.save(self.out / "history.json", self.out / "log.csv")
-                # best before last: a process killed between the two then resumes from the
-                # previous last and trains this epoch again, rewriting best identically;
-                # the other order would leave a best file older than the state says
-                if improved:
-                    self.save(self.best_checkpoint)
-                self.save(self.last_checkpoint)
+                with signals_held():
+                    self.history.save(self.out / "history.json", self.out / "log.csv")
+                    # best before last: a process killed between the two then resumes from
+                    # the previous last and trains this epoch again, rewriting best
+                    # identically; the other order would leave a best file older than the
+                    # state says
+                    if improved:
+                        self.save(self.best_checkpoint)
+                    self.save(self.last_checkpoint)
             elif improved and c.restore_best:
                 self._best_weights = {k: v.detach().clone()
                                       for k, v in self.module.state_dict().items()}
