@@ -85,3 +85,18 @@ class UnsafeWeightsError(WeightsError):
 
 class WeightsMismatchError(WeightsError):
     """Weights that do not fit the model: another architecture, or a tensor of another shape."""
+
+
+class EdgeError(DeeparchError, ValueError):
+    """A shrinking step that cannot be done: a bad ratio, a model that cannot be traced or
+    exported, an empty calibration set, a teacher of other classes, a corrupt .onnx file."""
+
+
+class MissingDependencyError(DeeparchError, ImportError):
+    """An optional package that a feature needs is not installed; the message names the
+    ``pip install 'deeparch[EXTRA]'`` that brings it."""
+
+
+class SearchError(DeeparchError, ValueError):
+    """An architecture search that cannot run: an unknown space, strategy or objective, an
+    architecture string that does not parse, a budget or constraint that cannot be met."""
