@@ -70,12 +70,24 @@ class SepStack(nn.Sequential):
 
 
 class ReluConvBn(nn.Sequential):
-    """ReLU -> 1x1 conv -> BN: how a cell adapts a state's channels."""
+    """ReLU -> KxK conv -> BN (1x1 by default: how a cell adapts a state's channels)."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, k: int = 1, stride: int = 1, dilation: int = 1):
         super().__init__()
         self.act = nn.ReLU()
-        self.conv = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.conv = nn.Conv2d(in_ch, out_ch, k, stride, dilation * (k // 2), dilation,
+                              bias=False)
+        self.bn = nn.BatchNorm2d(out_ch, **BN)
+
+
+class FactorizedConv(nn.Sequential):
+    """ReLU -> 1xK conv -> Kx1 conv -> BN: the search list's "1x3 then 3x1" (and 1x7 / 7x1)."""
+
+    def __init__(self, in_ch: int, out_ch: int, k: int, stride: int):
+        super().__init__()
+        self.act = nn.ReLU()
+        self.conv_1xk = nn.Conv2d(in_ch, out_ch, (1, k), (1, stride), (0, k // 2), bias=False)
+        self.conv_kx1 = nn.Conv2d(out_ch, out_ch, (k, 1), (stride, 1), (k // 2, 0), bias=False)
         self.bn = nn.BatchNorm2d(out_ch, **BN)
 
 
@@ -100,68 +112,134 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.path1(x), self.path2(x)], 1))
 
 
+# The operations a block may apply (the NASNet paper's search list, section 3):
+#   identity, conv1x3_3x1 / conv1x7_7x1 (1xK then Kx1 conv), dil3 (3x3 conv, dilation 2),
+#   avg3, max3, max5, max7 (pooling), conv1, conv3, sep3, sep5, sep7 (depthwise-separable)
+OPERATIONS = ("identity", "conv1x3_3x1", "conv1x7_7x1", "dil3", "avg3", "max3", "max5",
+              "max7", "conv1", "conv3", "sep3", "sep5", "sep7")
+# operations whose output width is `filters` whatever their input's
+_RESHAPING = ("conv1x3_3x1", "conv1x7_7x1", "dil3", "conv1", "conv3", "sep3", "sep5", "sep7")
+
+
 def _operation(name: str, in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """One operation from ``in_ch`` to ``out_ch`` channels. Convolutions are ReLU -> conv ->
+    BN; pooling and identity keep the width, so a state of another width first goes through
+    ReLU -> 1x1 conv -> BN, and identity at stride 2 is a factorized reduction (NASNet-A's
+    own cells never need either)."""
     if name.startswith("sep"):
         return SepStack(in_ch, out_ch, int(name[3:]), stride)
+    if name in ("conv1", "conv3"):
+        return ReluConvBn(in_ch, out_ch, int(name[4:]), stride)
+    if name == "dil3":
+        return ReluConvBn(in_ch, out_ch, 3, stride, dilation=2)
+    if name in ("conv1x3_3x1", "conv1x7_7x1"):
+        return FactorizedConv(in_ch, out_ch, int(name[6]), stride)
+    if name == "identity":
+        if stride > 1:
+            return FactorizedReduce(in_ch, out_ch)
+        return nn.Identity() if in_ch == out_ch else ReluConvBn(in_ch, out_ch)
     if name == "avg3":
-        return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
-    if name == "max3":
-        return nn.MaxPool2d(3, stride, 1)
-    return nn.Identity()
+        pool: nn.Module = nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+    elif name in ("max3", "max5", "max7"):
+        k = int(name[3])
+        pool = nn.MaxPool2d(k, stride, k // 2)
+    else:
+        raise ModelOptionError(f"unknown NASNet operation {name!r}; the operations are "
+                               f"{', '.join(OPERATIONS)}.")
+    if in_ch == out_ch:
+        return pool
+    return nn.Sequential(ReluConvBn(in_ch, out_ch), pool)
 
 
 class Block(nn.Module):
-    """One block of a cell: ``left(state) + right(state)``, with drop-path on the operations."""
+    """One block of a cell: ``left(state) + right(state)`` (``combine`` 'add'), or the two
+    concatenated (``combine`` 'concat'), with drop-path on the operations."""
 
-    def __init__(self, spec, channels: dict[str, int], filters: int, stride: int, drop_path: float):
+    def __init__(self, spec, channels: dict[str, int], filters: int, stride: int, drop_path: float,
+                 combine: str = "add"):
         super().__init__()
         (self.left_op, self.left_in), (self.right_op, self.right_in) = spec
+        if combine not in ("add", "concat"):
+            raise ModelOptionError(f"a block combines by 'add' or 'concat', not {combine!r}.")
+        self.combine = combine
         for side, (op, src) in zip(("left", "right"), spec):
             s = stride if src in ("h", "p") else 1
             self.add_module(side, _operation(op, channels[src], filters, s))
         self.drop = DropPath(drop_path) if drop_path > 0 else None
+        self.out_channels = filters * (2 if combine == "concat" else 1)
 
     def _run(self, op: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
         y = op(x)
         return self.drop(y) if self.drop is not None and name != "identity" else y
 
     def forward(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
-        return (self._run(self.left, self.left_op, states[self.left_in])
-                + self._run(self.right, self.right_op, states[self.right_in]))
+        left = self._run(self.left, self.left_op, states[self.left_in])
+        right = self._run(self.right, self.right_op, states[self.right_in])
+        if self.combine == "concat":
+            return torch.cat([left, right], 1)
+        return left + right
 
 
 class Cell(nn.Module):
     """A normal or reduction cell. ``prev_ch`` None marks the first cell (no previous state:
-    it reads its input twice); ``prev_scale`` 2 a previous state twice this cell's size."""
+    it reads its input twice); ``prev_scale`` 2 a previous state twice this cell's size.
+
+    ``spec`` is the cell's blocks, ``((op, input), (op, input))`` each (NASNet-A's by
+    default), ``outputs`` the states concatenated at the end, ``combines`` each block's
+    'add' or 'concat' (all 'add' by default). In a reduction cell an input state (h, p)
+    among the outputs is brought to the reduced size by a factorized reduction."""
 
     def __init__(self, reduction: bool, in_ch: int, prev_ch: int | None, prev_scale: int,
-                 filters: int, drop_path: float = 0.0):
+                 filters: int, drop_path: float = 0.0, spec=None, outputs=None, combines=None):
         super().__init__()
-        spec, self.outputs = ((REDUCTION_A, REDUCTION_A_OUT) if reduction
-                              else (NORMAL_A, NORMAL_A_OUT))
+        if spec is None:
+            spec, outputs = ((REDUCTION_A, REDUCTION_A_OUT) if reduction
+                             else (NORMAL_A, NORMAL_A_OUT))
+        self.outputs = tuple(outputs)
+        combines = tuple(combines) if combines is not None else ("add",) * len(spec)
+        self.num_blocks = len(spec)
         self.reduction = reduction
         p_raw = in_ch if prev_ch is None else prev_ch
+        # a first reduction cell whose p only feeds width-changing operations (NASNet-A's
+        # stem cell: separable convs) keeps p's width; everywhere else p is brought to
+        # `filters` channels, since blocks add and concatenate it
+        p_free = (prev_ch is None and reduction and "p" not in self.outputs
+                  and all(op in _RESHAPING for block in spec for op, src in block if src == "p"))
         if prev_scale == 2:
             self.prev = FactorizedReduce(p_raw, filters)
-        elif p_raw != filters and (prev_ch is not None or not reduction):
-            # a first reduction cell feeds p only to separable convs (any width); a normal
-            # cell adds and concatenates it, so it needs exactly `filters` channels
+        elif p_raw != filters and not p_free:
             self.prev = ReluConvBn(p_raw, filters)
         else:
             self.prev = nn.Identity()
         p_ch = p_raw if isinstance(self.prev, nn.Identity) else filters
         self.conv_1x1 = ReluConvBn(in_ch, filters)
-        channels = {"h": filters, "p": p_ch, **{f"b{i}": filters for i in range(1, 6)}}
-        for i, block in enumerate(spec, 1):
-            self.add_module(f"block{i}", Block(block, channels, filters, 2 if reduction else 1,
-                                               drop_path))
-        self.out_channels = len(self.outputs) * filters
+        channels = {"h": filters, "p": p_ch}
+        for i, (block, combine) in enumerate(zip(spec, combines), 1):
+            for _, src in block:
+                if src not in channels:
+                    raise ModelOptionError(f"block {i} of a NASNet cell reads {src!r}, which is "
+                                           f"not h, p or an earlier block.")
+            mod = Block(block, channels, filters, 2 if reduction else 1, drop_path, combine)
+            self.add_module(f"block{i}", mod)
+            channels[f"b{i}"] = mod.out_channels
+        missing = [k for k in self.outputs if k not in channels]
+        if missing or not self.outputs:
+            raise ModelOptionError(f"a NASNet cell concatenates states of h, p, b1..b{len(spec)}, "
+                                   f"not {list(self.outputs)}.")
+        width = 0
+        for k in self.outputs:
+            if reduction and k in ("h", "p"):
+                self.add_module(f"reduce_{k}", FactorizedReduce(channels[k], channels[k]))
+            width += channels[k]
+        self.out_channels = width
 
     def forward(self, x: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
         states = {"h": self.conv_1x1(x), "p": self.prev(x if p is None else p)}
-        for i in range(1, 6):
+        for i in range(1, self.num_blocks + 1):
             states[f"b{i}"] = getattr(self, f"block{i}")(states)
-        return torch.cat([states[k] for k in self.outputs], 1)
+        outs = [getattr(self, f"reduce_{k}")(states[k])
+                if self.reduction and k in ("h", "p") else states[k] for k in self.outputs]
+        return torch.cat(outs, 1)
 
 
 _NOT_RUN = object()
@@ -227,10 +305,15 @@ def parse_nasnet_notation(text: str) -> tuple[int, int]:
 def nasnet_a(num_cells: int = 4, penultimate_filters: int = 1056, config: str | None = None,
              stem: str = "imagenet", stem_filters: int = 32, skip_reduction: bool = False,
              num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.5,
-             drop_path_rate: float = 0.0) -> Network:
+             drop_path_rate: float = 0.0, normal_cell=None, reduction_cell=None) -> Network:
     """NASNet-A "N @ F": ``num_cells`` N normal cells per stack, ``penultimate_filters`` F
     (or both as ``config='N @ F'``); ``stem`` 'imagenet' or 'cifar'; ``drop_path_rate`` the
-    drop-path probability of the last cell (earlier cells scaled down linearly)."""
+    drop-path probability of the last cell (earlier cells scaled down linearly).
+
+    ``normal_cell`` / ``reduction_cell`` replace NASNet-A's cells (the search space
+    ``deeparch.search.space('nasnet')`` builds through them): ``(blocks, outputs)`` or
+    ``(blocks, outputs, combines)`` as :class:`Cell` takes them. F / 24 stays the first
+    stack's filters per operation, whatever the cells concatenate."""
     if config is not None:
         num_cells, penultimate_filters = parse_nasnet_notation(config)
     if not isinstance(num_cells, int) or num_cells < 1:
@@ -269,8 +352,9 @@ def nasnet_a(num_cells: int = 4, penultimate_filters: int = 1056, config: str | 
         if stage not in stages:
             stages[stage] = CellStage(list(stages.values())[-1], skip_reduction)
         prev_scale = 1 if p is None or p[1] == x[1] else 2
+        custom = reduction_cell if reduction else normal_cell
         cell = Cell(reduction, x[0], None if p is None else p[0], prev_scale, f,
-                    drop_path_rate * (i + 1) / len(plan))
+                    drop_path_rate * (i + 1) / len(plan), *(custom or ()))
         stages[stage].add_module(name, cell)
         out = (cell.out_channels, x[1] * 2 if reduction else x[1])
         if reduction and skip_reduction and stage != "stem":
