@@ -18,7 +18,15 @@ dense 128 ReLU, dense 10; Adam lr 1e-3; batch 256; 48,000 images of 1x28x28):
   fit    ``deeparch.train.fit`` itself (Trainer; no validation split, mean/std given,
          no logging), when it exists; timed from the call to its return;
   aug    ``fast`` plus online augmentation (the slides' ImageDataGenerator options:
-         rotation 8, shifts 0.08, shear 0.3, zoom 0.08) with deeparch.data.augment.Augment.
+         rotation 8, shifts 0.08, shear 0.3, zoom 0.08) with deeparch.data.augment.Augment,
+         every batch prepared in the training thread (``BatchStream(prefetch=False)``);
+  augp   the same, the next batch prepared by a background thread while the current
+         step runs (``BatchStream(prefetch=True)``): the same batches, bit for bit;
+  augw   ``augp`` with Simard's elastic warping added (``slides,elastic=34:4``);
+  fasti  ``fast`` with an idle thread that holds an OpenMP team alive during the epoch, as
+         ``augp``'s thread does: on a machine other processes keep busy, libgomp then
+         throttles its barrier spin-waiting, which changes the step far more than the
+         overlap does, so ``augp`` against ``fasti`` is the price of augmenting alone.
 
 The images and labels are random (a fixed seed): the time of an epoch does not depend on
 what the pixels show (no data-dependent branches in any of these kernels), so no download
@@ -178,17 +186,18 @@ def train_epoch(model, stream, opt) -> tuple[float, float]:
 class FastPath:
     name = "fast"
 
-    def __init__(self, images, labels, augment=None):
+    def __init__(self, images, labels, augment=None, prefetch=False):
         import deeparch
         from deeparch.train.speed import BatchStream, prepare_for_training
         torch.manual_seed(0)
         self.stream = BatchStream(images, labels, BATCH, shuffle=True, seed=0, mean=(MEAN,),
-                                  std=(STD,), augment=augment)
+                                  std=(STD,), augment=augment, prefetch=prefetch)
         self.model = prepare_for_training(deeparch.create_model("fashion_cnn"), "cpu")
         self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, fused=True)
         self.epoch = 0
         warm = BatchStream(images[:3 * BATCH], labels[:3 * BATCH], BATCH, shuffle=True,
-                           seed=0, mean=(MEAN,), std=(STD,), augment=augment)
+                           seed=0, mean=(MEAN,), std=(STD,), augment=augment,
+                           prefetch=prefetch)
         train_epoch(self.model, warm, self.opt)
 
     def run(self, epochs: int) -> float:
@@ -228,6 +237,45 @@ class AugPath(FastPath):
         loss = super().run(epochs)
         self.inside.append(self.timed.seconds)
         return loss
+
+
+class AugThreadPath(FastPath):
+    """``aug`` with the next batch prepared in a background thread (BatchStream's
+    prefetch): the Augment is called there, so no time inside it is counted here."""
+    name = "augp"
+    spec = "slides"
+
+    def __init__(self, images, labels):
+        from deeparch.data.augment import augment_from_spec
+        super().__init__(images, labels, augment=augment_from_spec(self.spec), prefetch=True)
+
+
+class ElasticThreadPath(AugThreadPath):
+    name = "augw"
+    spec = "slides,elastic=34:4"
+
+
+class IdleTeamPath(FastPath):
+    """``fast`` with an idle thread alive during the epoch that holds an OpenMP team (as
+    the prefetching thread does): the baseline for ``augp`` / ``augw`` that changes only
+    libgomp's spin-waiting, not the work (see :func:`omp_team_ab`)."""
+    name = "fasti"
+
+    def run(self, epochs: int) -> float:
+        import threading
+        stop = threading.Event()
+
+        def idle():
+            torch.ones(1 << 22).add_(1)
+            stop.wait()
+
+        th = threading.Thread(target=idle)
+        th.start()
+        try:
+            return super().run(epochs)
+        finally:
+            stop.set()
+            th.join()
 
 
 # ------------------------------------------------------------------ (d) deeparch fit
@@ -347,7 +395,8 @@ def ablation_table(results, steps: int) -> list[str]:
 
 
 PATHS = {"keras": KerasPath, "plain": PlainPath, "fast": FastPath, "fit": FitPath,
-         "aug": AugPath}
+         "aug": AugPath, "augp": AugThreadPath, "augw": ElasticThreadPath,
+         "fasti": IdleTeamPath}
 
 
 def available(name: str) -> str | None:
@@ -357,8 +406,11 @@ def available(name: str) -> str | None:
             import keras  # noqa: F401
         elif name == "fit":
             from deeparch.train import fit  # noqa: F401
-        elif name == "aug":
+        elif name in ("aug", "augp", "augw"):
             from deeparch.data.augment import Augment  # noqa: F401
+            from deeparch.train.speed import BatchStream
+            if name != "aug" and "prefetch" not in BatchStream.__init__.__code__.co_varnames:
+                return "this BatchStream has no prefetch"
     except Exception as exc:                                  # noqa: BLE001
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -394,13 +446,20 @@ def table(results: dict[str, list[tuple[float, float]]], epochs: int,
         r_plain = f"{med['plain'] / med[k]:.2f}x" if "plain" in med else "-"
         r_keras = f"{med['keras'] / med[k]:.2f}x" if "keras" in med else "-"
         lines.append(f"| {k} | {med[k]:.2f} | {reps} | {load[k]:.2f} | {r_plain} | {r_keras} |")
-    if "aug" in med and "fast" in med:
-        ratios = [a / f for (a, _), (f, _) in zip(results["aug"], results["fast"])]
+    if "fast" in med and any(k in med for k in ("aug", "augp", "augw")):
         lines.append("")
-        lines.append(f"Online augmentation: the aug epoch took "
-                     f"{100 * (med['aug'] / med['fast'] - 1):+.1f}% against the fast one "
-                     f"(median of per-repeat ratios: {100 * (statistics.median(ratios) - 1):+.1f}%"
-                     f"; epoch-to-epoch noise is of the same order).")
+    for k, what, base in (("aug", "serial (prepared in the training thread)", "fast"),
+                          ("augp", "prefetched (prepared by a background thread)", "fast"),
+                          ("augw", "prefetched, with elastic warping 34:4 added", "fast"),
+                          ("augp", "prefetched", "fasti"),
+                          ("augw", "prefetched, with elastic warping", "fasti")):
+        if k in med and base in med:
+            ratios = [a / f for (a, _), (f, _) in zip(results[k], results[base])]
+            lines.append(f"Online augmentation, {what}: the {k} epoch took "
+                         f"{100 * (med[k] / med[base] - 1):+.1f}% against the {base} one "
+                         f"(median of per-repeat ratios: "
+                         f"{100 * (statistics.median(ratios) - 1):+.1f}%).")
+    if "aug" in med and "fast" in med:
         if aug_inside:
             share = statistics.median(aug_inside) / epochs / med["fast"]
             lines.append(f"Time spent inside Augment itself: "
@@ -478,12 +537,61 @@ def retain_ab(pairs: int, threads: int) -> list[str]:
             f"({', '.join(f'{v:.1f}' for v in res[1])}): {a / b:.2f}x."]
 
 
+def omp_team_ab(pairs: int, threads: int, steps: int = 15) -> list[str]:
+    """The fast step with and without an *idle* second Python thread that holds an OpenMP
+    team of its own (it ran one parallel op and waits), alternating, in this process.
+
+    Why: the prefetching paths keep such a thread alive for the whole epoch. With more
+    OpenMP threads than cores libgomp throttles its spin-waiting at barriers, which on a
+    machine other processes keep busy is worth far more than the overlap itself; this
+    separates the two effects."""
+    import threading
+    import deeparch
+    from deeparch.train.speed import prepare_for_training
+    torch.set_num_threads(threads)
+    images, labels = make_data(BATCH)
+    model = prepare_for_training(deeparch.create_model("fashion_cnn"), "cpu")
+    opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
+
+    def run(k):
+        t = time.perf_counter()
+        for _ in range(k):
+            loss = F.cross_entropy(model((images.float() - 72.9) / 90.0), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t) / k * 1e3
+
+    run(3)
+    stop = threading.Event()
+
+    def idle():
+        torch.ones(1 << 22).add_(1)        # a parallel region: this thread's own team
+        stop.wait()
+
+    res: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(pairs):
+        res[0].append(run(steps))
+        th = threading.Thread(target=idle)
+        th.start()
+        time.sleep(0.05)
+        res[1].append(run(steps))
+        stop.set()
+        th.join()
+        stop.clear()
+    a, b = statistics.median(res[0]), statistics.median(res[1])
+    return [f"An idle thread holding an OpenMP team, {threads} torch thread(s), {pairs} "
+            f"alternating pairs of {steps} fast steps (median ms/step): without "
+            f"{a:.1f} ({', '.join(f'{v:.1f}' for v in res[0])}), with {b:.1f} "
+            f"({', '.join(f'{v:.1f}' for v in res[1])}): {a / b:.2f}x."]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--paths", default="keras,plain,fast,fit,aug",
-                    help="comma-separated subset of keras,plain,fast,fit,aug")
+    ap.add_argument("--paths", default="keras,plain,fast,fit,aug,augp,augw",
+                    help="comma-separated subset of keras,plain,fast,fit,aug,augp,augw,fasti")
     ap.add_argument("--n", type=int, default=N_TRAIN, help="training images")
     ap.add_argument("--threads", default="0",
                     help="torch threads; a comma list (e.g. 1,2) times every path at each "
@@ -493,6 +601,9 @@ def main(argv=None) -> int:
     ap.add_argument("--retain-ab", type=int, default=0, metavar="PAIRS",
                     help="also measure retain_freed_memory() itself: PAIRS pairs of fresh "
                          "processes running 64 fast steps without / with it")
+    ap.add_argument("--omp-team-ab", type=int, default=0, metavar="PAIRS",
+                    help="also measure the step with / without an idle thread that holds an "
+                         "OpenMP team (what a prefetching thread changes besides overlap)")
     ap.add_argument("--_steps-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--_retain", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--write", type=Path, default=None,
@@ -544,6 +655,11 @@ def main(argv=None) -> int:
         lines += [f"### {t} torch thread{'s' if t > 1 else ''}", "",
                   *table({k: v for k, v in res.items() if k not in abl}, args.epochs,
                          inside.get(t))]
+        if any(k in res for k in ("augp", "augw")):
+            from deeparch.train.speed import usable_cores
+            auto = "the thread" if usable_cores() > t else "the serial path"
+            lines.append(f"BatchStream(prefetch='auto') picks {auto} here ({usable_cores()} "
+                         f"usable cores, {t} torch thread{'s' if t > 1 else ''}).")
         if abl:
             lines += ["", "What each trick buys (cumulative, one after the other; same run, "
                       "interleaved):", "", *ablation_table(abl, args.ablation)]
@@ -551,6 +667,9 @@ def main(argv=None) -> int:
     if args.retain_ab:
         for t in thread_list:
             lines += retain_ab(args.retain_ab, t) + [""]
+    if args.omp_team_ab:
+        for t in thread_list:
+            lines += omp_team_ab(args.omp_team_ab, t) + [""]
     print("\n" + "\n".join(lines))
     if args.write:
         cmd = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))

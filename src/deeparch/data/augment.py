@@ -14,6 +14,9 @@ kernels on the batch's own device (no Python loop over images):
   ``F.grid_sample`` call (skipped when no geometric option is on; flips alone are a
   ``torch.flip``). The sampling grid is what ``F.affine_grid`` would give, built by
   broadcasting instead, which is several times faster on CPU for small images;
+* local (elastic) warping (Simard et al. 2003, :mod:`deeparch.data.elastic`): a smoothed
+  random displacement field per image, added to the same sampling grid, so it costs no
+  second resampling: ``out(o) = x(M o + alpha * (G_sigma * u)(o))``;
 * colour options (Keras channel shift, a per-channel colour shift, AlexNet's PCA
   lighting) are broadcast additions; cutout is one boolean mask.
 
@@ -60,6 +63,7 @@ from torch import Tensor, nn
 
 from ..errors import DataError
 from ..io import atomic_path
+from . import elastic as _elastic
 
 __all__ = [
     "Augment",
@@ -76,6 +80,7 @@ __all__ = [
     "load_augmented",
     "PRE_AUGMENT_MAX_BYTES",
     "check_pre_augment",
+    "ELASTIC_SIMARD",
 ]
 
 # -- bounds -------------------------------------------------------------------------------
@@ -98,6 +103,9 @@ MAX_PCA_SIGMA = 10.0
 
 MAX_INTENSITY = 1e6
 """The largest channel shift and |cval|, in the tensor's own scale (255 for uint8)."""
+
+ELASTIC_SIMARD = (34.0, 4.0)
+"""Simard et al.'s (alpha, sigma) for 28 x 28 MNIST digits: bare ``elastic`` in a spec."""
 
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 INTERPOLATIONS = ("bilinear", "nearest")
@@ -138,6 +146,7 @@ class AugmentParams:
     channel_shift: Tensor | None = None  # (N, 1) or (N, C), in the tensor's scale
     pca_alpha: Tensor | None = None      # (N, K) AlexNet's alpha ~ N(0, sigma)
     cutout: Tensor | None = None         # (N, K, 2) int64 (row, col) centres
+    elastic: Tensor | None = None        # (N, 2, H, W) float raw field, uniform in [-1, 1]
 
     def __len__(self) -> int:
         for f in fields(self):
@@ -316,6 +325,14 @@ class Augment(nn.Module):
     cutout, cutout_count
         side in pixels of ``cutout_count`` squares set to 0 per image, centred
         anywhere in the image and clipped at its border (DeVries & Taylor, 2017).
+    elastic
+        local (elastic) warping, Simard et al. 2003: ``(alpha, sigma)`` in pixels, or just
+        alpha (sigma 4). Each image gets a random field uniform in [-1, 1] per pixel and
+        component, smoothed by a Gaussian of standard deviation sigma, times alpha, as its
+        displacement: the output pixel ``o`` samples the input at ``M o + d(o)`` (``M`` the
+        affine matrix of the options above), in the same single resampling and with the
+        same fill mode. Simard et al. used ``(34, 4)`` on 28 x 28 digits; alpha 0 is off.
+        See :mod:`deeparch.data.elastic`.
     seed
         seeds this module's own ``torch.Generator``; the same seed gives a bit-identical
         sequence of batches on CPU. ``None`` uses torch's global generator
@@ -333,7 +350,8 @@ class Augment(nn.Module):
                  channel_shift_range: float = 0.0, channel_shift_per_channel: bool = False,
                  pca_color: float | bool = 0.0,
                  pca_eigen: tuple[Any, Any] | None = None,
-                 cutout: int = 0, cutout_count: int = 1, seed: int | None = None):
+                 cutout: int = 0, cutout_count: int = 1,
+                 elastic: float | Sequence[float] = 0.0, seed: int | None = None):
         super().__init__()
         self.rotation_range = _number("rotation_range", rotation_range,
                                       "a number of degrees >= 0", hi=360.0, hi_open=False)
@@ -370,6 +388,8 @@ class Augment(nn.Module):
                                  "used 0.1)", hi=MAX_PCA_SIGMA, hi_open=False)
         self.cutout = _whole("cutout", cutout, 0, MAX_PIXELS, " of pixels")
         self.cutout_count = _whole("cutout_count", cutout_count, 1, MAX_CUTOUT_COUNT)
+        self.elastic = self._elastic(elastic)
+        self._elastic_cache: dict = {}
         self.register_buffer("pca_eigvals", None)
         self.register_buffer("pca_eigvecs", None)
         if pca_eigen is not None:
@@ -396,6 +416,20 @@ class Augment(nn.Module):
             return lo, hi
         z = _number("zoom_range", zoom_range, allowed, hi=1.0)
         return 1.0 - z, 1.0 + z
+
+    @staticmethod
+    def _elastic(value: Any) -> tuple[float, float]:
+        allowed = (f"alpha or a pair (alpha, sigma): alpha in pixels from 0 to {MAX_PIXELS:,}, "
+                   f"sigma in pixels > 0 and at most {MAX_PIXELS:,} (Simard et al.: 34, 4)")
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise _bad("elastic", allowed, value)
+            alpha, sigma = value
+        else:
+            alpha, sigma = value, ELASTIC_SIMARD[1]
+        alpha = _number("elastic", alpha, allowed, hi=MAX_PIXELS, hi_open=False)
+        sigma = _number("elastic", sigma, allowed, lo_open=True, hi=MAX_PIXELS, hi_open=False)
+        return alpha, sigma
 
     def manual_seed(self, seed: int) -> "Augment":
         """Restart this module's random sequence from ``seed``."""
@@ -448,7 +482,8 @@ class Augment(nn.Module):
     def geometric(self) -> bool:
         """True when some option moves pixels (so a resampling is needed)."""
         return bool(self.rotation_range or self.width_shift_range or self.height_shift_range
-                    or self.shear_range or self.zoom_range != (1.0, 1.0) or self.random_crop)
+                    or self.shear_range or self.zoom_range != (1.0, 1.0) or self.random_crop
+                    or self.elastic[0])
 
     @property
     def enabled(self) -> bool:
@@ -463,7 +498,8 @@ class Augment(nn.Module):
         for k in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range",
                   "zoom_range", "horizontal_flip", "vertical_flip", "fill_mode", "cval",
                   "interpolation", "random_crop", "channel_shift_range",
-                  "channel_shift_per_channel", "pca_color", "cutout", "cutout_count"):
+                  "channel_shift_per_channel", "pca_color", "cutout", "cutout_count",
+                  "elastic"):
             v = getattr(self, k)
             if v != getattr(defaults, k):
                 out[k] = list(v) if isinstance(v, tuple) else v
@@ -474,8 +510,13 @@ class Augment(nn.Module):
 
     # ----------------------------------------------------------------- sampling
     def sample(self, n: int, height: int, width: int, channels: int = 1,
-               generator: torch.Generator | None = None) -> AugmentParams:
-        """Draw the random parameters for ``n`` images (on the generator's device)."""
+               generator: torch.Generator | None = None, *, field: bool = True
+               ) -> AugmentParams:
+        """Draw the random parameters for ``n`` images (on the generator's device).
+
+        ``field=False`` leaves out the elastic field (the largest draw: 2 values a pixel),
+        to be drawn later, batch by batch, with :meth:`sample_field` from the same
+        generator (what :func:`pre_augment` does to keep its memory to one batch)."""
         g = generator if generator is not None else self.generator
         dev = g.device if g is not None else torch.device("cpu")
         f64 = dict(dtype=torch.float64, device=dev, generator=g)
@@ -520,7 +561,35 @@ class Augment(nn.Module):
             rows = integers(0, height - 1, (n, self.cutout_count, 1))
             cols = integers(0, width - 1, (n, self.cutout_count, 1))
             p.cutout = torch.cat([rows, cols], dim=2)
+        if self.elastic[0] and field:       # last: the other draws stay as they were
+            p.elastic = self.sample_field(n, height, width, generator=g)
         return p
+
+    def check_input(self, height: int, width: int) -> None:
+        """A :class:`DataError` now, rather than at the first batch, when images of this size
+        cannot be augmented as asked (elastic warping of too small images, or with a sigma
+        too large for them)."""
+        if self.elastic[0]:
+            _elastic.check_elastic(*self.elastic, int(height), int(width))
+
+    def sample_field(self, n: int, height: int, width: int,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """The raw elastic fields of ``n`` images, (N, 2, H, W) uniform in [-1, 1] (see
+        :func:`deeparch.data.elastic.random_field`): what :meth:`sample` puts in
+        ``AugmentParams.elastic``."""
+        _elastic.check_elastic(*self.elastic, height, width)
+        g = generator if generator is not None else self.generator
+        return _elastic.random_field(n, height, width, generator=g)
+
+    def displacement(self, params: AugmentParams) -> Tensor | None:
+        """The elastic displacement (N, 2, H, W) in pixels (rows, columns) that
+        :meth:`apply` adds to the sampling positions, or None without a field."""
+        if params.elastic is None:
+            return None
+        h, w = params.elastic.shape[-2:]
+        _elastic.check_elastic(*self.elastic, h, w)
+        return _elastic.elastic_displacement(params.elastic, *self.elastic,
+                                             cache=self._elastic_cache)
 
     # ----------------------------------------------------------------- applying
     @torch.no_grad()
@@ -551,13 +620,13 @@ class Augment(nn.Module):
         needs_float = (params.channel_shift is not None or params.pca_alpha is not None
                        or any(v is not None for v in (params.theta, params.tx, params.ty,
                                                       params.shear, params.zx, params.zy,
-                                                      params.crop)))
+                                                      params.crop, params.elastic)))
         if needs_float and x.dtype != cdtype:
             x = x.to(cdtype)
 
         resample = needs_float and any(
             v is not None for v in (params.theta, params.tx, params.ty, params.shear,
-                                    params.zx, params.zy, params.crop))
+                                    params.zx, params.zy, params.crop, params.elastic))
         if resample:
             x = self._resample(x, params)
         elif params.hflip is not None or params.vflip is not None:
@@ -600,6 +669,16 @@ class Augment(nn.Module):
     def _resample(self, x: Tensor, params: AugmentParams) -> Tensor:
         n, c, h, w = x.shape
         m = _affine_2x3(params, h, w, n)
+        if m is None:                       # an elastic field alone: the identity matrix
+            m = torch.zeros(n, 2, 3, dtype=torch.float64)
+            m[:, 0, 0] = m[:, 1, 1] = 1.0
+        disp = None
+        if params.elastic is not None:
+            if tuple(params.elastic.shape) != (n, 2, h, w):
+                raise DataError(f"the elastic field has shape {tuple(params.elastic.shape)} "
+                                f"but the batch needs ({n}, 2, {h}, {w}).")
+            disp = self.displacement(params)
+            disp = disp.to(x.device, x.dtype)
         mode = self.interpolation
         if mode == "bilinear" and self._integer_only(params):
             mode = "nearest"   # whole-pixel moves: exact, and cheaper than bilinear
@@ -612,7 +691,7 @@ class Augment(nn.Module):
         if fill == "wrap":
             # wrap the sampling positions into [0, size) and sample a copy of the image
             # padded by one wrapped pixel, so that bilinear taps across the seam are right
-            grid = _grid(coef, h, w, x)
+            grid = _grid(coef, h, w, x, disp)              # disp in pixels
             grid = torch.remainder(grid, size.to(x.device, x.dtype)).add_(1.0)
             grid = grid.mul_((2.0 / (size + 2)).to(x.device, x.dtype)).add_(
                 (1.0 / (size + 2) - 1.0).to(x.device, x.dtype))
@@ -620,7 +699,7 @@ class Augment(nn.Module):
         else:
             coef = coef * (2.0 / size).view(1, 2, 1)
             coef[:, :, 2] += 1.0 / size - 1.0
-            grid = _grid(coef, h, w, x)
+            grid = _grid(coef, h, w, x, disp, (2.0 / w, 2.0 / h))   # pixels -> normalised
         if fill == "constant" and self.cval != 0.0:
             out = F.grid_sample(x - self.cval, grid, mode=mode, padding_mode="zeros",
                                 align_corners=False)
@@ -629,7 +708,8 @@ class Augment(nn.Module):
                              align_corners=False)
 
     def _integer_only(self, params: AugmentParams) -> bool:
-        if any(v is not None for v in (params.theta, params.shear, params.zx, params.zy)):
+        if any(v is not None for v in (params.theta, params.shear, params.zx, params.zy,
+                                       params.elastic)):
             return False
         for v in (params.tx, params.ty):
             if v is not None and not bool(torch.all(v == torch.round(v))):
@@ -637,12 +717,16 @@ class Augment(nn.Module):
         return True
 
 
-def _grid(coef: Tensor, h: int, w: int, like: Tensor) -> Tensor:
-    """(N, H, W, 2) grid ``coef[:, k, 0] * row + coef[:, k, 1] * col + coef[:, k, 2]``.
+def _grid(coef: Tensor, h: int, w: int, like: Tensor, disp: Tensor | None = None,
+          scale: tuple[float, float] = (1.0, 1.0)) -> Tensor:
+    """(N, H, W, 2) grid ``coef[:, k, 0] * row + coef[:, k, 1] * col + coef[:, k, 2]``
+    (plus ``scale[k] *`` the elastic displacement ``disp`` (N, 2, H, W) in (row, col)
+    order: grid plane 0 is x = col, plane 1 is y = row).
 
     Each of the two planes is one broadcast add (N, H, 1) + (N, 1, W) written straight
     into the strided output: ~3x faster on CPU than a broadcast over a trailing dim of
     2 or a ``torch.stack``, and ~10x faster than ``F.affine_grid``'s batched matmul.
+    A displacement plane costs one more contiguous pass.
     """
     n = coef.shape[0]
     coef = coef.to(like.device, like.dtype)
@@ -651,7 +735,10 @@ def _grid(coef: Tensor, h: int, w: int, like: Tensor) -> Tensor:
     grid = torch.empty(n, h, w, 2, device=like.device, dtype=like.dtype)
     for k in range(2):
         c = coef[:, k].view(n, 3, 1, 1)
-        torch.add(c[:, 0] * rows, torch.addcmul(c[:, 2], c[:, 1], cols), out=grid[..., k])
+        first = c[:, 0] * rows
+        if disp is not None:
+            first = torch.add(first, disp[:, 1 - k], alpha=scale[k])
+        torch.add(first, torch.addcmul(c[:, 2], c[:, 1], cols), out=grid[..., k])
     return grid
 
 
@@ -726,10 +813,12 @@ def pre_augment(images: Any, labels: Any, augment: Augment, times: int,
             part.copy_(x)
             continue
         # one draw for the whole copy, so the result does not depend on batch_size
-        params = augment.sample(n, h, w, c, generator=g)
+        params = augment.sample(n, h, w, c, generator=g, field=False)
         for i in range(0, n, batch_size):
-            part[i:i + batch_size] = augment.apply(x[i:i + batch_size],
-                                                   params[i:i + batch_size])
+            p = params[i:i + batch_size]
+            if augment.elastic[0]:          # drawn batch by batch: the same fields, less memory
+                p.elastic = augment.sample_field(min(batch_size, n - i), h, w, generator=g)
+            part[i:i + batch_size] = augment.apply(x[i:i + batch_size], p)
     out_y = None if y is None else y.repeat(times, *([1] * (y.dim() - 1)))
     if path is not None:
         save_augmented(path, out_x, out_y, groups=expanded_groups(n, times, groups),
@@ -832,11 +921,12 @@ _ALIASES = {
     "crop": "random_crop", "channel_shift": "channel_shift_range",
     "color_shift": "color_shift", "colour_shift": "color_shift",
     "pca": "pca_color",
+    "elastic": "elastic", "warp": "elastic",
 }
 _KERAS_KEYS = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range",
                "zoom_range", "horizontal_flip", "vertical_flip", "fill_mode", "cval",
                "interpolation", "random_crop", "channel_shift_range",
-               "channel_shift_per_channel", "pca_color", "cutout", "cutout_count")
+               "channel_shift_per_channel", "pca_color", "cutout", "cutout_count", "elastic")
 _FLAGS = ("horizontal_flip", "vertical_flip", "channel_shift_per_channel")
 
 
@@ -862,12 +952,14 @@ def _parse_value(key: str, raw: str | None) -> Any:
                         "true or false (or the bare key).")
     if key == "pca_color" and raw is None:
         return 0.1
+    if key == "elastic" and raw is None:
+        return ELASTIC_SIMARD
     if raw is None or raw.strip() == "":
         raise DataError(f"augmentation option {key} needs a value, e.g. {key}=0.1.")
     raw = raw.strip()
     if key in ("fill_mode", "interpolation"):
         return raw
-    if key == "zoom_range" and ":" in raw:
+    if key in ("zoom_range", "elastic") and ":" in raw:
         return tuple(_parse_value(key, part) for part in raw.split(":", 1))
     try:
         return int(raw)
@@ -886,9 +978,10 @@ def augment_from_spec(spec: str | None, seed: int | None = None) -> Augment:
     ``"rotation=8,shift=0.08,shear=0.3,zoom=0.08,hflip"``; Keras names work too
     (``width_shift_range=0.08``). ``shift`` sets both shifts, ``color_shift=r`` is a
     per-channel channel shift, ``zoom=0.9:1.1`` a (lo, hi) pair, bare ``pca`` is
-    AlexNet's sigma 0.1. Preset names (``slides``, ``cifar``, ``alexnet``) may
-    start the list and be followed by overrides: ``"slides,hflip"``. ``""`` or
-    ``"none"`` is the identity.
+    AlexNet's sigma 0.1, ``elastic=ALPHA:SIGMA`` local warping (bare ``elastic`` is
+    Simard et al.'s 34:4, ``elastic=ALPHA`` keeps sigma 4). Preset names (``slides``,
+    ``cifar``, ``alexnet``) may start the list and be followed by overrides:
+    ``"slides,hflip"``. ``""`` or ``"none"`` is the identity.
     """
     opts: dict[str, Any] = {}
     if spec is None:

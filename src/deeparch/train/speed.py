@@ -23,6 +23,17 @@ tables), what the step cost and what removed it:
   faults: glibc handed every large activation buffer back to the kernel and faulted
   fresh pages in on the next step (:func:`retain_freed_memory`).
 
+Online augmentation (issue 13): ``BatchStream(prefetch=)`` prepares the next batch in a
+background thread; bit-identical batches, used by ``'auto'`` where a core is free beside
+torch's threads. Measured on the shared 2-core machine (other sessions held 1-1.5 of its
+cores): at 2 torch threads the prefetched slides-augmented epoch (and with elastic
+warping) cost the same as an un-augmented one run under the same OpenMP conditions
+(-1% / -0%; serial augmentation +19-26%). The thread has a side effect larger than the
+overlap: a live thread with its own OpenMP team puts libgomp over its core count, so it
+throttles its barrier spin-waiting: with an *idle* such thread the 2-thread step got
+5.7x faster on the busy machine and 0.57x as fast on a quiet one
+(``bench_train.py --omp-team-ab``), which is why ``'auto'`` wants a free core.
+
 Not used, measured: bf16 (the probe passes on this CPU, but bf16 convolutions run 4x
 slower than fp32, so :func:`autocast` stays off on CPU); ``torch.compile`` of the
 plain model (45 s cold, 2 s from inductor's cache, and the compiled step then ran
@@ -38,6 +49,7 @@ import ctypes
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -49,7 +61,8 @@ from ..layers.fast import (conv2d_gemm, conv_gemm_applies, conv_relu_pool_dropou
                            is_channels_last_only, linear_on_cl, max_pool2d_cl, pool_cl_applies)
 
 __all__ = ["BatchStream", "prepare_for_training", "select_device", "bf16_supported",
-           "autocast", "epoch_generator", "epoch_seed", "unprepare", "retain_freed_memory"]
+           "autocast", "epoch_generator", "epoch_seed", "unprepare", "retain_freed_memory",
+           "usable_cores"]
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0, *salt: int) -> int:
@@ -92,6 +105,23 @@ class BatchStream:
     The whole uint8 array is moved to ``device`` once (FashionMNIST: 38 MB); batches are
     gathered there by index, so no per-sample Python runs and no worker processes.
 
+    ``prefetch``: prepare (gather, augment, normalise) the *next* batch in a background
+    thread while the caller trains on the current one - the course notes' "use a different
+    CPU thread to make distorted mini-batches while you are training". The thread draws
+    from the same generator in the same order, so the batches are bit-identical to the
+    serial path's (and a resumed run stays bit-identical). ``True`` always (any augment
+    callable; it must draw only from the generator it is given), ``False`` never,
+    ``'auto'`` (the default) where it pays: on CPU, with a :class:`deeparch.data.augment.
+    Augment`, when this process may use more cores (``os.sched_getaffinity``) than torch
+    has threads, so that a core is left for the preparing thread; otherwise the serial
+    path. Why not always: the thread holds an OpenMP team of its own, which puts libgomp
+    over its core count, and it then throttles its barrier spin-waiting: on the 2-core
+    machine with 2 torch threads that made the step 0.57x as fast when the machine was
+    quiet (and 5.7x faster while other processes kept it busy) - see
+    ``benchmarks/RESULTS.md``. On CUDA
+    batches are prepared serially (augmentation kernels are queued asynchronously on the
+    stream anyway; a side-stream path is not written, as it could not be tested here).
+
     Distributed: ``batch_size`` is per process. The global batch of ``batch_size *
     world_size`` samples follows the order one process with that batch size would use;
     rank ``r`` gets the ``r``-th contiguous slice of it. A last, partial global batch is
@@ -104,7 +134,7 @@ class BatchStream:
                  std: Sequence[float] | float = (1.0,),
                  augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
                  device: str | torch.device = "cpu", drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, prefetch: bool | str = "auto"):
         images = torch.as_tensor(images_uint8)
         labels = torch.as_tensor(labels)
         if images.dim() != 4:
@@ -116,6 +146,9 @@ class BatchStream:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}.")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size}).")
+        if not (prefetch is True or prefetch is False or prefetch == "auto"):
+            raise ValueError(f"prefetch must be True, False or 'auto', not {prefetch!r}.")
+        self.prefetch = prefetch
         self.device = torch.device(device)
         self.prenormalised = images.is_floating_point()
         if self.prenormalised and augment is not None:
@@ -124,6 +157,10 @@ class BatchStream:
         if not self.prenormalised and images.dtype != torch.uint8:
             raise ValueError(f"BatchStream expects uint8 images or float features, got "
                              f"{images.dtype}.")
+        if augment is not None:
+            from ..data.augment import Augment
+            if isinstance(augment, Augment):      # sizes it cannot warp: now, not mid-epoch
+                augment.check_input(images.shape[2], images.shape[3])
         c = images.shape[1]
         mean_t = _per_channel(mean, c, "mean")
         std_t = _per_channel(std, c, "std")
@@ -173,23 +210,69 @@ class BatchStream:
             else:
                 yield torch.tensor_split(glob, self.world_size)[self.rank]
 
+    def prefetching(self) -> bool:
+        """Whether iterating prepares the next batch in a background thread (see
+        ``prefetch``), decided now (``'auto'`` looks at torch's threads and the cores)."""
+        if self.augment is None or self.prenormalised or self.device.type != "cpu":
+            return False        # nothing worth overlapping; CUDA: serial (see the class doc)
+        if self.prefetch == "auto":
+            from ..data.augment import Augment
+            return isinstance(self.augment, Augment) and \
+                usable_cores() > torch.get_num_threads()
+        return bool(self.prefetch)
+
+    def _batch(self, idx: Tensor, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """One batch, ready: gathered, augmented (drawing from ``gen``), normalised."""
+        idx = idx.to(self.device)
+        if self.prenormalised:
+            return (self.images.index_select(0, idx).to(torch.float32),
+                    self.labels.index_select(0, idx))
+        x = self.images.index_select(0, idx).to(torch.float32)
+        if self.augment is not None:
+            x = self.augment(x, gen)
+            if x.dtype != torch.float32:
+                x = x.to(torch.float32)
+        # (x / 255 - mean) / std as ONE multiply-add on the batch
+        return torch.addcmul(self._shift, x, self._scale), self.labels.index_select(0, idx)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         gen = None
         if self.augment is not None:
             gen = epoch_generator(self.seed, self.epoch, 1 + self.rank, self.device)
+        if self.prefetching():
+            yield from self._prefetched(gen)
+            return
         for idx in self.batch_indices():
-            idx = idx.to(self.device)
-            if self.prenormalised:
-                yield (self.images.index_select(0, idx).to(torch.float32),
-                       self.labels.index_select(0, idx))
-                continue
-            x = self.images.index_select(0, idx).to(torch.float32)
-            if self.augment is not None:
-                x = self.augment(x, gen)
-                if x.dtype != torch.float32:
-                    x = x.to(torch.float32)
-            # (x / 255 - mean) / std as ONE multiply-add on the batch
-            yield torch.addcmul(self._shift, x, self._scale), self.labels.index_select(0, idx)
+            yield self._batch(idx, gen)
+
+    def _prefetched(self, gen: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The serial loop with batch k + 1 prepared by one worker thread while the caller
+        holds batch k. One worker, tasks submitted in order: the generator is used by one
+        thread at a time, in the serial order. Errors raised while preparing a batch are
+        raised here, at that batch; leaving early waits for the batch in preparation."""
+        order = iter(self.batch_indices())
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deeparch-batches")
+        pending = None
+        try:
+            idx = next(order, None)
+            pending = pool.submit(self._batch, idx, gen) if idx is not None else None
+            while pending is not None:
+                batch = pending.result()
+                idx = next(order, None)
+                pending = pool.submit(self._batch, idx, gen) if idx is not None else None
+                yield batch
+        finally:
+            if pending is not None:
+                pending.cancel()
+            pool.shutdown(wait=True)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _per_channel(v: Sequence[float] | float, c: int, what: str) -> Tensor:
