@@ -7,15 +7,18 @@ The optional packages (onnx, onnxscript, onnxruntime, torch-pruning: ``pip insta
 """
 import importlib
 
-# public name -> the submodule that defines it (imported on first use)
+# public name -> the submodule that defines it (imported on first use). No submodule shares
+# a public function's name: importing ``edge.x`` sets the package's attribute ``x`` to the
+# module, which would shadow a function ``x``.
 _LAZY = {
     "cpu_info": ".cpu", "reduce_range": ".cpu",
-    "prune": ".prune", "magnitude_prune": ".prune", "sparsity": ".prune",
-    "save_pruned": ".prune", "load_pruned": ".prune",
+    "prune": ".pruning", "magnitude_prune": ".pruning", "sparsity": ".pruning",
+    "save_pruned": ".pruning", "load_pruned": ".pruning",
     "export_onnx": ".onnx", "load_onnx": ".onnx", "OnnxModel": ".onnx",
-    "quantize": ".quantize", "quantize_dynamic": ".quantize", "qat_finetune": ".quantize",
-    "distillation_loss": ".distill", "distill": ".distill",
-    "bench": ".bench", "shrink": ".shrink",
+    "quantize": ".quantization", "quantize_dynamic": ".quantization",
+    "qat_finetune": ".quantization",
+    "distillation_loss": ".distillation", "distill": ".distillation",
+    "bench": ".latency", "shrink": ".pipeline", "ShrinkReport": ".pipeline",
 }
 
 __all__ = sorted(_LAZY)

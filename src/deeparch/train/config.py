@@ -79,6 +79,8 @@ class TrainConfig:
     early_stopping: int = 0         # patience in epochs on the monitored metric; 0 = off
     grad_clip: float = 0.0          # max global gradient norm; 0 = off
     aux_weight: float = 0.3         # weight of auxiliary logits (GoogLeNet) in the loss
+    temperature: float = 4.0        # distillation (only with a teacher): softmax temperature T
+    alpha: float = 0.9              # distillation: weight of the teacher's soft targets
     restore_best: bool = True       # end with the best-validation weights (else the last)
     seed: int = 13
     device: str = "auto"
@@ -147,6 +149,8 @@ class TrainConfig:
         whole("early_stopping", 0)
         number("grad_clip", 0.0)
         number("aux_weight", 0.0)
+        number("temperature", 0.0, lo_open=True)
+        number("alpha", 0.0, 1.0)
         if not isinstance(self.restore_best, bool):
             raise TrainingError(f"restore_best must be true or false, got {self.restore_best!r}.")
         whole("seed", 0)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import DataError, TrainingError
+from ..errors import DataError, DeeparchError, TrainingError
 from . import distributed as D
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .config import TrainConfig, make_config
@@ -167,6 +167,15 @@ class Trainer:
     summaries go (``print``; ``None`` for silence). ``progress``: a progress bar on stderr
     (default: when stderr is a terminal). ``callbacks``: ``f(trainer, record)`` after every
     epoch; returning ``True`` stops training.
+
+    ``teacher``: an ``nn.Module`` to distil from (knowledge distillation, Hinton et al.
+    2015; see :mod:`deeparch.edge.distillation`). It is kept in eval mode and run under
+    ``torch.no_grad`` on exactly the student's (augmented, normalised) batch -- so it must
+    expect the student's normalisation, as a pruned or quantized copy of it does -- and its
+    logits turn the loss into ``(1 - alpha) * CE + alpha * T^2 * KL`` with
+    ``config.temperature`` and ``config.alpha``. It is not trained and not saved in the
+    checkpoints (it is moved to the trainer's device); give the same teacher again to
+    ``resume``.
     """
 
     def __init__(self, model: nn.Module, train_data: Any, val_data: Any = None,
@@ -174,7 +183,8 @@ class Trainer:
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  classes: Sequence[str] | None = None, log: Callable[[str], Any] | None = print,
                  progress: bool | None = None, callbacks: Iterable[Callback] = (),
-                 param_groups: list[dict[str, Any]] | None = None, **changes: Any):
+                 param_groups: list[dict[str, Any]] | None = None,
+                 teacher: nn.Module | None = None, **changes: Any):
         from .speed import BatchStream, prepare_for_training
 
         self.config = c = make_config(config, **changes)
@@ -257,6 +267,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.module, c, param_groups)
         self.schedule = LRSchedule(c, self.steps_per_epoch)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.teacher = self._prepare_teacher(teacher) if teacher is not None else None
 
         # ---- state
         self.history = History()
@@ -266,6 +277,43 @@ class Trainer:
         self.stopped_early = False
         self._best_weights: dict[str, Tensor] | None = None
         self.last_lr = self.schedule.lr_at(0)
+
+    def _prepare_teacher(self, teacher: Any) -> nn.Module:
+        """The distillation teacher: on the device, in eval mode, checked to read the
+        student's batches and to predict as many classes as the student."""
+        if not isinstance(teacher, nn.Module):
+            raise TrainingError(f"teacher must be an nn.Module (or None), got "
+                                f"{type(teacher).__name__}.")
+        teacher = unwrap(teacher)
+        mine = {id(p) for p in self.module.parameters()}
+        if teacher is self.module or any(id(p) in mine for p in teacher.parameters()):
+            raise TrainingError("the teacher shares weights with the student; give a separate "
+                                "model (a copy) as the teacher.")
+        teacher = teacher.to(self.device).eval()
+        shape = tuple(self.train_stream.images.shape[1:])
+        x = torch.zeros((2, *shape), device=self.device)
+        was = self.module.training
+        self.module.eval()
+        try:
+            with torch.no_grad():
+                s = self.module(x)
+                try:
+                    t = teacher(x)
+                except (RuntimeError, ValueError, DeeparchError) as exc:
+                    raise TrainingError(
+                        f"the teacher cannot read the student's {'x'.join(map(str, shape))} "
+                        f"batches ({str(exc).splitlines()[0].rstrip('.')[:160]}); give a "
+                        f"teacher trained on the same kind of images.") from None
+        finally:
+            self.module.train(was)
+        s = s[0] if isinstance(s, (tuple, list)) else s
+        t = t[0] if isinstance(t, (tuple, list)) else t
+        if not isinstance(t, Tensor) or tuple(t.shape) != tuple(s.shape):
+            got = tuple(t.shape[1:]) if isinstance(t, Tensor) else type(t).__name__
+            raise TrainingError(f"the teacher outputs {got} per image but the student "
+                                f"{tuple(s.shape[1:])}; give a teacher with the student's "
+                                f"classes.")
+        return teacher
 
     # ------------------------------------------------------------------ paths
     @property
@@ -390,8 +438,11 @@ class Trainer:
             with self.precision():
                 out = self.model(x)
             logits, aux = (out[0], out[1:]) if isinstance(out, (tuple, list)) else (out, ())
-            total = F.cross_entropy(logits.float(), y, reduction="sum",
-                                    label_smoothing=c.label_smoothing)
+            if self.teacher is not None:     # distillation: hard CE + the teacher's soft targets
+                total = self._distill_sum(x, logits, y)
+            else:
+                total = F.cross_entropy(logits.float(), y, reduction="sum",
+                                        label_smoothing=c.label_smoothing)
             for a in aux:
                 total = total + c.aux_weight * F.cross_entropy(
                     a.float(), y, reduction="sum", label_smoothing=c.label_smoothing)
@@ -439,6 +490,17 @@ class Trainer:
         record["lr"] = float(self.last_lr)
         record["seconds"] = time.perf_counter() - start
         return record
+
+    def _distill_sum(self, x: Tensor, logits: Tensor, y: Tensor) -> Tensor:
+        from ..edge.distillation import distillation_loss
+
+        c = self.config
+        self.teacher.eval()
+        with torch.no_grad(), self.precision():
+            t = self.teacher(x)
+        t = t[0] if isinstance(t, (tuple, list)) else t
+        return distillation_loss(logits.float(), t.float(), y, c.temperature, c.alpha,
+                                 reduction="sum", label_smoothing=c.label_smoothing)
 
     def _nonfinite(self, epoch: int, k: int, total: Tensor, lr: float) -> None:
         what = "nan" if bool(torch.isnan(total).all()) else "infinite"
@@ -532,7 +594,7 @@ def _seconds_beside(path: Path, n: int) -> list[Any]:
 
 
 _TRAINER_KEYS = {"out", "mean", "std", "classes", "log", "progress", "callbacks",
-                 "param_groups"}
+                 "param_groups", "teacher"}
 
 
 def fit(model: nn.Module, train_data: Any, val_data: Any = None,
