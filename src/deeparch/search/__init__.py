@@ -1,6 +1,36 @@
-"""Scaling and search: width/resolution multipliers, compound scaling, architecture search."""
+"""Scaling and search: width/resolution multipliers, compound scaling, and architecture
+search (spaces, strategies, objectives, the search loop, the NAS-Bench-201 table).
+
+The search names are imported on first use, so ``import deeparch.search`` stays light."""
+import importlib
+
 from .scaling import (ALPHA, BASE_RESOLUTION, BETA, GAMMA, CompoundScaling, apply_scaling,
                       fit_phi, flops_factor, round_filters, round_repeats, scale)
 
+# public name -> the submodule that defines it. No submodule shares a public function's
+# name (importing ``search.x`` would set the package's ``x`` to the module).
+_LAZY = {
+    "space": ".spaces", "SPACES": ".spaces", "Space": ".spaces", "find_space": ".spaces",
+    "load_table": ".table", "Table": ".table",
+    "make_strategy": ".strategies", "STRATEGIES": ".strategies",
+    "ScalingSpace": ".strategies",
+    "make_objective": ".objectives", "OBJECTIVES": ".objectives",
+    "ZERO_COST": ".zero_cost",
+    "run": ".loop", "search": ".loop", "SearchResult": ".loop",
+}
+
 __all__ = ["ALPHA", "BASE_RESOLUTION", "BETA", "GAMMA", "CompoundScaling", "apply_scaling",
-           "fit_phi", "flops_factor", "round_filters", "round_repeats", "scale"]
+           "fit_phi", "flops_factor", "round_filters", "round_repeats", "scale", *_LAZY]
+
+
+def __getattr__(name: str):
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
