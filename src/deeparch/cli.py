@@ -93,9 +93,31 @@ def cmd_info(args) -> int:
 
 def cmd_summary(args) -> int:
     from .inspect.summary import summary
-    s = summary(_target(args.model, _options(args.option)), input_size=args.input_size)
+    if getattr(args, "arch", None):
+        target, size = _arch_target(args)
+        s = summary(target, input_size=args.input_size or size)
+    else:
+        if not args.model:
+            raise ModelOptionError("deeparch summary needs a MODEL (a name or a pattern), or "
+                                   "--arch ARCH|FILE with --space SPACE.")
+        s = summary(_target(args.model, _options(args.option)), input_size=args.input_size)
     print(s.render(args.format))
     return 0
+
+
+def _arch_target(args):
+    """``--arch STRING|FILE --space SPACE``: the architecture built on the meta device."""
+    import torch
+
+    from .search.loop import get_space, read_arch
+    if args.model or args.option:
+        raise ModelOptionError("give either a MODEL or --arch, not both (an architecture "
+                               "string fixes the network; -o does not apply).")
+    space = get_space(args.space)
+    arch = space.decode(read_arch(args.arch))
+    with torch.device("meta"):
+        model = space.build(arch)
+    return model, tuple(space.input_size(arch))
 
 
 def cmd_explain(args) -> int:
@@ -126,6 +148,64 @@ def cmd_compare(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- search
+
+def _amount(text: str | None, what: str) -> float | None:
+    """``50M``, ``1.5k``, ``5e7`` -> a float (for --max-macs and friends)."""
+    if text is None:
+        return None
+    from .errors import SearchError
+    t = text.strip().lower().replace("_", "")
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:], 1.0)
+    try:
+        value = float(t[:-1] if scale != 1.0 else t)
+    except ValueError:
+        raise SearchError(f"{what} must be a number such as 50M or 5e7, not {text!r}.") from None
+    return value * scale
+
+
+def cmd_search(args) -> int:
+    from .search.loop import search
+    strategies = [x for part in (args.strategy or ["evolution"]) for x in part.split(",") if x]
+    obj_opts = _options(args.objective_option)
+    if args.table is not None:
+        obj_opts["path"] = args.table
+    if args.data is not None:
+        obj_opts["data"] = args.data
+    if args.epochs is not None:
+        obj_opts["epochs"] = args.epochs
+    if args.reward_target is not None:
+        obj_opts.update(reward_target=_amount(args.reward_target, "--reward-target"),
+                        reward_cost=args.reward_cost)
+    caps = {k: v for k, v in (("max_params", _amount(args.max_params, "--max-params")),
+                              ("max_macs", _amount(args.max_macs, "--max-macs")),
+                              ("max_latency_ms", args.max_latency_ms)) if v is not None}
+    log = None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
+    seeds = list(range(args.seed, args.seed + args.seeds)) if args.seeds >= 1 else args.seeds
+    reference = None
+    from .search.loop import get_space
+    space = get_space(args.space, **_options(args.space_option))
+    results = search(space, strategies, args.objective, args.budget, seeds, args.out,
+                     strategy_options=_options(args.strategy_option), objective_options=obj_opts,
+                     force=args.force, log=log, reference=reference, **caps)
+    best = max(results, key=lambda r: r.best_score)
+    if args.format == "json":
+        print(json.dumps({"best": best.best, "best_score": best.best_score,
+                          "runs": [r.to_dict() for r in results]}, indent=2))
+    else:
+        for name in strategies:
+            rs = [r for r in results if r.strategy == name]
+            mean = sum(r.best_score for r in rs) / len(rs)
+            print(f"{name:>10}: best {args.objective} {max(r.best_score for r in rs):.4g} "
+                  f"(mean over {len(rs)} seed(s) {mean:.4g}) after {args.budget} queries")
+        print(f"best: {best.best}  ({best.objective} {best.best_score:.4g}, {best.strategy} "
+              f"seed {best.seed})")
+        if args.out:
+            print(f"wrote {Path(args.out) / 'history.jsonl'}, best_so_far.png, best.txt, "
+                  f"search.json")
+    return 0
+
+
 # --------------------------------------------------------------------------- training
 
 _TRAIN_FIELDS = {
@@ -139,6 +219,7 @@ _TRAIN_FIELDS = {
     "precision": "precision", "augment": "augment", "val_split": "val_split",
     "subset": "subset", "tensorboard": "tensorboard", "restore_best": "restore_best",
     "threads": "threads", "lr_backbone": "lr_backbone",
+    "temperature": "temperature", "alpha": "alpha",          # distillation, with --teacher
 }
 
 
@@ -245,10 +326,24 @@ def cmd_train(args) -> int:
             return 0
         if args.resume_from != "last":
             raise TrainingError("--from applies to --resume DIR only.")
+        if args.arch:                   # a searched architecture: recorded as search:SPACE:ARCH
+            if args.model:
+                raise TrainingError("give either a MODEL or --arch, not both.")
+            from .search.loop import arch_model_name, read_arch
+            args.model = arch_model_name(args.space or "nb201", read_arch(args.arch))
+        elif args.space:
+            raise TrainingError("--space applies to --arch only.")
         if not (args.model or args.from_run) or not args.data:
             raise TrainingError("deeparch train needs a MODEL (or a pattern) and --data "
                                 "NAME|PATH, or --resume DIR.")
         changes = _train_changes(args)
+        for dest in ("temperature", "alpha"):
+            if getattr(args, dest, None) is not None and not args.teacher:
+                raise TrainingError(f"--{dest} is a setting of distillation; give --teacher "
+                                    f"RUN with it, or leave it out.")
+        if args.teacher and args.overfit is not None:
+            raise TrainingError("--overfit checks the model alone, without a teacher; leave "
+                                "--teacher out.")
         if args.overfit is not None:
             return _overfit(args, changes)
         if not args.out:
@@ -259,7 +354,8 @@ def cmd_train(args) -> int:
             train(args.model, args.data, args.out, args.data_dir, force=args.force,
                   model_options=_options(args.option), image_size=_image_size(args.image_size),
                   download=args.download, progress=progress, log=log, weights=args.weights,
-                  from_run=args.from_run, regime=args.regime, **changes)
+                  from_run=args.from_run, regime=args.regime, teacher=args.teacher,
+                  **changes)
         except KeyboardInterrupt:
             if (Path(args.out) / "checkpoints" / "last.safetensors").is_file():
                 print(f"deeparch: continue with: deeparch train --resume {args.out}",
@@ -458,6 +554,70 @@ def cmd_predict(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- export, bench
+
+def _edge_model(source: str, input_size: str | None):
+    """RUN|MODEL (a run folder, a registered name or a pattern) -> (model, name, C,H,W)."""
+    from .errors import EdgeError
+    from .inspect.summary import parse_input_size
+    from .transfer.predict import load_model
+    size = parse_input_size(input_size) if input_size else None
+    got = load_model(source, input_size=size)
+    size = size or got.input_size
+    if size is None:
+        raise EdgeError(f"the input size of {source} is not known; give it with --input-size "
+                        f"C,H,W.")
+    return got.model, got.name, tuple(size)
+
+
+def cmd_export(args) -> int:
+    from .edge.onnx import export_onnx
+    from .errors import EdgeError
+    if Path(args.output).suffix.lower() != ".onnx":
+        raise EdgeError(f"the output {args.output} must be an .onnx file (OUT.onnx).")
+    model, name, size = _edge_model(args.model, args.input_size)
+    r = export_onnx(model, args.output, size, opset=args.opset)
+    if args.json:
+        print(json.dumps({"model": name, **r.to_dict()}, indent=2))
+        return 0
+    for n in r.notes:
+        print(f"note: {n}")
+    print(f"{name}: {r}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import tempfile
+
+    from .edge.latency import bench
+    from .edge.onnx import export_onnx, load_onnx
+    from .errors import EdgeError
+    from .inspect.summary import parse_input_size
+    batches = _batches(args.batch)
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise EdgeError("--repeats and --threads must be at least 1.")
+    kw = dict(batches=batches, repeats=args.repeats, warmup=args.warmup, threads=args.threads)
+    src = Path(args.model)
+    if src.suffix.lower() == ".onnx" and not src.is_dir():
+        om = load_onnx(src)
+        size = parse_input_size(args.input_size) if args.input_size else om.input_size
+        if any(s is None for s in size):
+            raise EdgeError(f"{src} does not fix its input size; give it with --input-size "
+                            f"C,H,W.")
+        r = bench({src.name: om}, size, **kw)
+    else:
+        model, name, size = _edge_model(args.model, args.input_size)
+        with tempfile.TemporaryDirectory(prefix="deeparch-bench-") as tmp:
+            export_onnx(model, Path(tmp) / "model.onnx", size)
+            r = bench({f"{name} torch": model,
+                       f"{name} onnxruntime": load_onnx(Path(tmp) / "model.onnx")}, size, **kw)
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return 0
+    print(r.table())
+    return 0
+
+
 # --------------------------------------------------------------------------- look
 
 def _look_input_args(p: argparse.ArgumentParser) -> None:
@@ -506,6 +666,40 @@ def cmd_lesion(args) -> int:
           f"{len(r.units)} {r.kind} removed one at a time, the worst {worst['name']} "
           f"({worst['accuracy']:.2%}; chance {r.chance:.0%})")
     print(f"lesion: {where / 'lesion.json'} {where / 'lesion.png'}")
+    return 0
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    from .errors import EdgeError
+    try:
+        got = tuple(int(b) for b in str(text).split(","))
+    except ValueError:
+        got = ()
+    if not got or any(b < 1 for b in got):
+        raise EdgeError(f"--batch takes batch sizes >= 1 separated by commas (1,32), got "
+                        f"{text!r}.")
+    return got
+
+
+def cmd_shrink(args) -> int:
+    from .edge.pipeline import shrink
+    say = None if args.json else (lambda line: print(line, flush=True))
+    r = shrink(args.run, args.out, prune=args.prune, importance=args.importance,
+               iterative_steps=args.iterative_steps, finetune=args.finetune,
+               teacher=args.teacher, temperature=args.temperature, alpha=args.alpha,
+               lr=args.lr, quantize=None if args.quantize == "none" else args.quantize,
+               method=args.method, calibration=args.calibration, qat=args.qat,
+               batches=_batches(args.batch), repeats=args.repeats, threads=args.threads,
+               force=args.force, seed=args.seed, log=say,
+               progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return 0
+    print(r.table())
+    for n in r.notes:
+        print(f"note: {n}")
+    out = Path(args.out)
+    print(f"report: {out / 'report.json'} {out / 'report.txt'} {out / 'tradeoff.png'}")
     return 0
 
 
@@ -780,7 +974,9 @@ def _message_patterns() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
     edge = r"(?<![\w./\\-])"  # not inside a word, a path or a flag
     return (
         # name=value: val_split=0.2, optimizer='sgd', download=True
-        re.compile(edge + rf"({alt})=('[^'\s]*'|\"[^\"\s]*\"|[\w+-]+(?:\.[\w+-]+)*)"),
+        # (not after -o/--option, whose name=value is a model option: -o alpha=0.5)
+        re.compile(edge + r"(?<!-o )(?<!--option )"
+                   + rf"({alt})=('[^'\s]*'|\"[^\"\s]*\"|[\w+-]+(?:\.[\w+-]+)*)"),
         # identifiers that are not English words, anywhere: val_split, warmup_epochs
         re.compile(edge + rf"({ident})(?![\w/\\-]|\.\w)"),
         # plain words (epochs, lr, seed, device) only as the subject of a sentence: "lr must be"
@@ -827,8 +1023,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--format", choices=("text", "json"), default="text")
     i.set_defaults(func=cmd_info)
 
-    def model_args(sp):
-        sp.add_argument("model", metavar="NAME|PATTERN",
+    def model_args(sp, optional=False):
+        sp.add_argument("model", metavar="NAME|PATTERN", nargs="?" if optional else None,
                         help="a registered model name, or a layer pattern in quotes, e.g. "
                              "'INPUT(32x32x3) -> [CONV3-32 -> RELU -> POOL2]*2 -> FC-10'")
         sp.add_argument("--input-size", metavar="C,H,W", help="input size, channels first")
@@ -837,8 +1033,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="per-layer shapes, params, mult-adds, memory, receptive field",
                        description="Summarise a model or a layer pattern, layer by layer.")
-    model_args(s)
+    model_args(s, optional=True)
     s.add_argument("--format", choices=("table", "keras", "markdown", "json"), default="table")
+    s.add_argument("--arch", metavar="STRING|FILE",
+                   help="a searched architecture (e.g. best.txt of `deeparch search`) instead "
+                        "of MODEL; with --space")
+    s.add_argument("--space", choices=("nb201", "nasnet", "mobile", "scaling"), default="nb201",
+                   help="the search space of --arch (default nb201)")
     s.set_defaults(func=cmd_summary)
 
     e = sub.add_parser("explain", help="the arithmetic of each layer, step by step",
@@ -859,6 +1060,57 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("table", "json"), default="table")
     c.set_defaults(func=cmd_compare)
 
+    sr = sub.add_parser(
+        "search", help="architecture search: spaces, strategies, objectives",
+        description="Search an architecture space with one or more strategies over several "
+                    "seeds. With -o DIR writes DIR/history.jsonl (every query, in order), "
+                    "best_so_far.png (mean and band over seeds, one curve per strategy), "
+                    "best.txt (the best architecture: `deeparch summary --arch` and "
+                    "`deeparch train --arch` read it) and search.json.",
+        epilog="examples:\n"
+               "  deeparch search --space nb201 --strategy evolution --objective table "
+               "--budget 100 --seeds 20 -o out/\n"
+               "  deeparch search --space nb201 --strategy random,evolution,reinforce "
+               "--budget 300 --seeds 10 --max-macs 50M -o out/\n"
+               "  deeparch search --space nb201 --strategy evolution --objective proxy "
+               "--data digits --epochs 2 --budget 20 -o out/\n"
+               "spaces: nb201 nasnet mobile scaling; strategies: random evolution reinforce "
+               "ppo grid;\nobjectives: table proxy synflow naswot snip grad_norm params macs",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sr.add_argument("--space", default="nb201", help="nb201 (default), nasnet, mobile, scaling")
+    sr.add_argument("-S", "--space-option", action="append", metavar="KEY=VALUE",
+                    help="a space option, e.g. -S channels=8 -S cells=1 for a small nb201 "
+                         "skeleton (repeatable)")
+    sr.add_argument("--strategy", action="append", metavar="NAME[,NAME...]",
+                    help="random, evolution (default), reinforce, ppo, grid; several: one "
+                         "curve each")
+    sr.add_argument("--objective", default="table",
+                    help="table (default), proxy, synflow, naswot, snip, grad_norm, params, macs")
+    sr.add_argument("--budget", type=int, default=100, help="queries per search (default 100)")
+    sr.add_argument("--seeds", type=int, default=1, help="searches per strategy (default 1)")
+    sr.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    sr.add_argument("-o", "--out", metavar="DIR", help="the folder for the search's files")
+    sr.add_argument("--force", action="store_true", help="replace a previous search's files")
+    sr.add_argument("--max-params", metavar="N", help="hard cap on parameters, e.g. 0.5M")
+    sr.add_argument("--max-macs", metavar="N", help="hard cap on mult-adds, e.g. 50M")
+    sr.add_argument("--max-latency-ms", type=float, metavar="MS",
+                    help="hard cap on measured latency of one image on this CPU")
+    sr.add_argument("--reward-target", metavar="T",
+                    help="MnasNet reward: objective x (cost/T)^-0.07, e.g. 50M")
+    sr.add_argument("--reward-cost", choices=("macs", "params", "latency_ms"), default="macs")
+    sr.add_argument("--table", metavar="FILE", help="the table's data.anb (default: the "
+                                                    "installed analog-nasbench's)")
+    sr.add_argument("--data", metavar="NAME|PATH",
+                    help="proxy and zero-cost objectives: the data set (default digits)")
+    sr.add_argument("--epochs", type=int, help="proxy objective: epochs per query (default 2)")
+    sr.add_argument("-s", "--strategy-option", action="append", metavar="KEY=VALUE",
+                    help="e.g. -s population=20 -s sample_size=5 (repeatable)")
+    sr.add_argument("-O", "--objective-option", action="append", metavar="KEY=VALUE",
+                    help="e.g. -O batch_size=32 (repeatable)")
+    sr.add_argument("--format", choices=("text", "json"), default="text")
+    sr.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    sr.set_defaults(func=cmd_search)
+
     t = sub.add_parser(
         "train", help="train a model on a data set; writes curves, metrics and checkpoints",
         description="Train a registered model or a layer pattern on a data set. Writes "
@@ -872,11 +1124,18 @@ def build_parser() -> argparse.ArgumentParser:
                "  deeparch train --resume runs/lenet5-digits\n"
                "  deeparch train --from-run runs/lenet5-digits --data digits --regime "
                "linear --out runs/linear\n"
+               "  deeparch train 'INPUT(8x8x1) -> CONV3-8 -> RELU -> POOL2 -> FC-10' --data "
+               "digits --teacher runs/lenet5-digits --out runs/student\n"
                "  torchrun --nproc_per_node 2 -m deeparch train lenet5 --data digits "
                "--out runs/ddp",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("model", nargs="?", metavar="MODEL|PATTERN",
                    help="a registered model name or a layer pattern in quotes")
+    t.add_argument("--arch", metavar="STRING|FILE",
+                   help="instead of MODEL: a searched architecture (e.g. best.txt of "
+                        "`deeparch search`), with --space")
+    t.add_argument("--space", choices=("nb201", "nasnet", "mobile", "scaling"),
+                   help="the search space of --arch (default nb201)")
     t.add_argument("--data", metavar="NAME|PATH",
                    help="digits, mnist, fashion_mnist, cifar10, cifar100, or a file/folder")
     t.add_argument("--data-dir", metavar="DIR", help="where named data sets live")
@@ -905,6 +1164,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "head on features computed once), top:K (the last K stages)")
     tl.add_argument("--lr-backbone", type=float, metavar="LR",
                    help="learning rate of the pretrained layers (default: --lr)")
+    kd = t.add_argument_group("distillation (Hinton et al. 2015)")
+    kd.add_argument("--teacher", metavar="RUN|FILE|NAME",
+                    help="learn from this trained model's soft targets: a run folder, a "
+                         "model.safetensors of deeparch train, or a hub name")
+    kd.add_argument("--temperature", type=float, metavar="T",
+                    help="with --teacher: softmax temperature (default 4)")
+    kd.add_argument("--alpha", type=float, metavar="A",
+                    help="with --teacher: weight of the soft targets in [0, 1] (default 0.9)")
     g = t.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="the global batch (default 64)")
@@ -1003,7 +1270,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", metavar="DIR")
     a.add_argument("--split", choices=("train", "test"), default="train")
     a.add_argument("--augment", required=True, metavar="SPEC",
-                   help="e.g. 'rotation=8,shift=0.08,shear=0.3,zoom=0.08' or slides")
+                   help="e.g. 'rotation=8,shift=0.08,shear=0.3,zoom=0.08' or slides; "
+                        "elastic=ALPHA:SIGMA adds Simard's local warping (elastic=34:4)")
     a.add_argument("--preview", metavar="PNG", help="write a preview grid here")
     a.add_argument("--n", type=int, default=8, help="images in the preview (default 8)")
     a.add_argument("--samples", type=int, default=7, help="augmented copies of each (7)")
@@ -1073,6 +1341,49 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="the predictions as JSON")
     pr.set_defaults(func=cmd_predict)
 
+    xo = sub.add_parser(
+        "export", help="a model as one ONNX file (dynamic batch), checked in ONNX Runtime",
+        description="Export a trained run or a model to ONNX with torch.onnx (dynamo), with "
+                    "a dynamic batch dimension; ONNX Runtime runs the file on a random batch "
+                    "and its logits must match torch's.",
+        epilog="examples:\n"
+               "  deeparch export runs/lenet5-digits -o lenet5.onnx\n"
+               "  deeparch export resnet20 -o resnet20.onnx --input-size 3,32,32",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    xo.add_argument("model", metavar="RUN|MODEL",
+                    help="a deeparch run folder, or a registered model name or a pattern")
+    xo.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the file to write")
+    xo.add_argument("--input-size", metavar="C,H,W",
+                    help="input size (default: the run's or the model's)")
+    xo.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    xo.add_argument("--json", action="store_true", help="the export report as JSON")
+    xo.set_defaults(func=cmd_export)
+
+    xb = sub.add_parser(
+        "bench", help="latency: torch eager vs ONNX Runtime, or an .onnx file",
+        description="Time a model at each batch size on random inputs: for a run or a model, "
+                    "torch eager and ONNX Runtime fp32 side by side (exported to a temporary "
+                    "file); for an .onnx file, that file in ONNX Runtime. Measurement rounds "
+                    "visit every (runtime, batch) in turn; min and median are reported.",
+        epilog="examples:\n"
+               "  deeparch bench resnet20 --input-size 3,32,32 --threads 2\n"
+               "  deeparch bench model.int8.onnx --batch 1,8,32 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    xb.add_argument("model", metavar="RUN|MODEL|FILE.onnx",
+                    help="a run folder, a registered model name, a pattern or an .onnx file")
+    xb.add_argument("--batch", default="1,32", metavar="B,B",
+                    help="batch sizes timed (default 1,32)")
+    xb.add_argument("--repeats", type=int, default=30, metavar="N",
+                    help="timing rounds (default 30)")
+    xb.add_argument("--warmup", type=int, default=5, metavar="N",
+                    help="untimed calls first (default 5)")
+    xb.add_argument("--threads", type=int, metavar="N",
+                    help="CPU threads of both runtimes (default torch's)")
+    xb.add_argument("--input-size", metavar="C,H,W",
+                    help="input size (default: the run's, the model's or the file's)")
+    xb.add_argument("--json", action="store_true", help="the timings as JSON")
+    xb.set_defaults(func=cmd_bench)
+
     ls = sub.add_parser(
         "lesion", help="the residual lesion study: remove each block, measure the accuracy",
         description="Veit et al. 2016's lesion study of a trained run: each residual block "
@@ -1100,6 +1411,54 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where lesion.json and lesion.png go (default: the run folder)")
     ls.add_argument("--json", action="store_true", help="the result as JSON")
     ls.set_defaults(func=cmd_lesion)
+
+    sh = sub.add_parser(
+        "shrink", help="prune, fine-tune and quantize a trained run; measure every stage",
+        description="The edge pipeline on a trained run: structured pruning (a fraction of "
+                    "the parameters removed), fine-tuning (optionally distilled from a "
+                    "teacher), ONNX export and int8 quantization. Every stage is measured "
+                    "the same way: test accuracy in torch and ONNX Runtime, parameters, "
+                    "mult-adds, file size, latency at batch 1 and 32 (interleaved, min and "
+                    "median). Writes report.json, report.txt, tradeoff.png and the models.",
+        epilog="examples:\n"
+               "  deeparch shrink runs/cnn --prune 0.5 --finetune 5 --quantize int8 -o edge/\n"
+               "  deeparch shrink runs/cnn --prune 0.3 --finetune 3 --teacher runs/big -o e2/\n"
+               "  deeparch shrink runs/cnn --quantize int8 --method entropy -o e3/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sh.add_argument("run", metavar="RUN", help="a deeparch run folder")
+    sh.add_argument("-o", "--out", required=True, metavar="DIR", help="the folder for the results")
+    sh.add_argument("--prune", type=float, metavar="RATIO",
+                    help="fraction of the parameters to remove, between 0 and 1")
+    sh.add_argument("--importance", choices=("l1", "l2", "taylor", "bn"), default="l1",
+                    help="which channels go first (default l1 magnitude)")
+    sh.add_argument("--steps", type=int, default=1, metavar="N", dest="iterative_steps",
+                    help="prune in N steps (default 1)")
+    sh.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                    help="epochs of fine-tuning after pruning (the run's own recipe)")
+    sh.add_argument("--lr", type=float, help="the fine-tuning learning rate (default: the run's)")
+    sh.add_argument("--teacher", metavar="RUN|FILE",
+                    help="distil from this network while fine-tuning")
+    sh.add_argument("--temperature", type=float, default=4.0, help="distillation T (default 4)")
+    sh.add_argument("--alpha", type=float, default=0.9,
+                    help="weight of the distillation term (default 0.9)")
+    sh.add_argument("--quantize", choices=("int8", "none"), default="int8",
+                    help="int8 (ONNX Runtime static, default) or none")
+    sh.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                    help="activation calibration (default minmax)")
+    sh.add_argument("--calibration", type=int, default=256, metavar="N",
+                    help="training images used to calibrate int8 (default 256)")
+    sh.add_argument("--qat", type=int, default=0, metavar="EPOCHS",
+                    help="epochs of quantization-aware fine-tuning before int8")
+    sh.add_argument("--batch", default="1,32", metavar="B,B",
+                    help="batch sizes timed (default 1,32)")
+    sh.add_argument("--repeats", type=int, default=20, help="timing rounds (default 20)")
+    sh.add_argument("--threads", type=int, help="CPU threads for timing (default torch's)")
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--force", action="store_true",
+                    help="replace the results of an earlier shrink in DIR")
+    sh.add_argument("--json", action="store_true", help="print report.json")
+    sh.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sh.set_defaults(func=cmd_shrink)
 
     lk = sub.add_parser(
         "look", help="look inside a network: activation maps, filters, maximisation, "

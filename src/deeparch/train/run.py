@@ -191,6 +191,9 @@ def _check_run_config(cfg: dict[str, Any], path: Path) -> None:
     if cfg.get("transfer") is not None:
         from .pretrained import check_record
         check_record(cfg["transfer"], bad)
+    if cfg.get("distill") is not None:
+        from ..edge.distillation import check_record as check_distill
+        check_distill(cfg["distill"], bad)
     fp = cfg.get("fingerprint")
     if fp is not None and not (isinstance(fp, dict) and all(
             isinstance(k, str) and isinstance(v, str) and len(v) <= 128 for k, v in fp.items())):
@@ -360,6 +363,9 @@ def build_model(model: str, num_classes: int, input_size: tuple[int, int, int],
 
     options = dict(options or {})
     c, h, w = input_size
+    if model.startswith("search:"):          # an architecture of a search space
+        from ..search.loop import build_for_training
+        return build_for_training(model, num_classes, input_size, options, seed, fit_input)
     if looks_like_pattern(model):
         if options:
             raise TrainingError("model options (-o KEY=VALUE) apply to registered models, "
@@ -510,7 +516,7 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
           log: Callable[[str], Any] | None = print, progress: bool | None = None,
           config: TrainConfig | dict | None = None, weights: str | Path | None = None,
           from_run: str | Path | None = None, regime: str | None = None,
-          **changes: Any) -> RunResult:
+          teacher: str | Path | None = None, **changes: Any) -> RunResult:
     """Train ``model`` (a registry name or a layer pattern) on ``data`` (a dataset name or
     path) and write the run folder ``out`` (see the module docstring).
 
@@ -521,12 +527,22 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
     ``lr_backbone=`` (a training setting) gives the pretrained layers their own rate. See
     :mod:`deeparch.train.pretrained`.
 
+    Distillation: ``teacher`` (a trained run folder, a ``model.safetensors`` written by
+    deeparch, or a hub name) teaches the student with ``temperature=`` (T, default 4) and
+    ``alpha=`` (the soft targets' weight, default 0.9); config.json records it under
+    ``"distill"`` and ``resume`` refuses a teacher that changed. See
+    :mod:`deeparch.edge.distillation`.
+
     Keywords are :class:`TrainConfig` fields (``epochs=30, lr=1e-3, ...``). Raises
     :class:`CheckpointError` for an ``out`` that holds a previous run (unless ``force``),
     that holds anything else, or that another process is writing.
     Launched by torchrun, it trains data-parallel; rank 0 writes the files.
     """
     cfg = make_config(config, **changes)
+    if teacher is None and ("temperature" in changes or "alpha" in changes
+                            or (cfg.temperature, cfg.alpha) != (4.0, 0.9)):
+        raise TrainingError("temperature and alpha are settings of distillation; give a "
+                            "teacher (--teacher RUN) with them, or leave them out.")
     transfer = None
     if weights is not None or from_run is not None or regime is not None:
         from ..transfer.regime import parse_regime
@@ -594,6 +610,9 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
             std = tuple(max(v, 1e-6) for v in std)
         if s.pretrained is not None:
             spec["transfer"] = s.pretrained.record
+        teacher_net = None
+        if teacher is not None:
+            teacher_net, spec["distill"] = _teacher(teacher, s, cfg, mean, std, say)
         from .. import __version__
 
         run = {
@@ -608,7 +627,7 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
             "torch_threads": cfg.threads or torch.get_num_threads(),
         }
         n_params = sum(p.numel() for p in s.model.parameters())
-        trainer, test = _make_trainer(s, cfg, run, out, log, progress, say)
+        trainer, test = _make_trainer(s, cfg, run, out, log, progress, say, teacher_net)
         if D.is_main():     # only now: a run that cannot start leaves no folder behind
             _write_json(out / "config.json", run)
         started = True
@@ -624,6 +643,47 @@ def train(model: str, data: str, out: str | Path, data_dir: str | None = None, *
             abandon(out, lock, created)
         elif lock is not None:
             lock.release()
+
+
+def _teacher(teacher: str | Path, s: _Setup, cfg: TrainConfig, mean, std,
+             say) -> tuple[nn.Module, dict[str, Any]]:
+    """The distillation teacher of a new run, checked against the student's data, and its
+    config.json record."""
+    import importlib
+    dist = importlib.import_module("deeparch.edge.distillation")
+
+    if _is_cached({"transfer": s.pretrained.record if s.pretrained is not None else None}):
+        raise TrainingError("the cached regime trains the classifier on stored features, "
+                            "which a teacher cannot read; use --regime linear with a teacher.")
+    t = dist.load_teacher(teacher)
+    for n in dist.check_teacher(t, s.train.classes, s.input_size):
+        say(n)
+    say(f"distilling from the teacher {t.given} ({t.model[:60]}) with temperature "
+        f"{cfg.temperature:g} and alpha {cfg.alpha:g}")
+    return (dist.teacher_module(t, mean, std, s.input_size),
+            dist.record(t, cfg.temperature, cfg.alpha))
+
+
+def _resumed_teacher(run: dict[str, Any], cfg: TrainConfig, s: _Setup,
+                     out: Path) -> nn.Module | None:
+    """The teacher a stored run learns from, as recorded (or None)."""
+    d = run.get("distill")
+    if d is None:
+        return None
+    import importlib
+    dist = importlib.import_module("deeparch.edge.distillation")
+
+    if (d["temperature"], d["alpha"]) != (cfg.temperature, cfg.alpha):
+        raise CheckpointError(f"{out / 'config.json'} is damaged: its distill entry and its "
+                              f"training settings disagree on temperature or alpha; retrain "
+                              f"the run or restore its config.json.")
+    t = dist.reload_teacher(d, out)
+    try:
+        dist.check_teacher(t, run["classes"], run["input_size"])
+    except DeeparchError as exc:
+        raise CheckpointError(f"the teacher of the run in {out} no longer fits it "
+                              f"({str(exc).rstrip('.')}).") from None
+    return dist.teacher_module(t, run["mean"], run["std"], run["input_size"])
 
 
 def _lock_run(out: Path) -> RunLock | None:
@@ -720,7 +780,8 @@ def resume(out: str | Path, *, epochs: int | None = None, checkpoint: str = "las
     try:
         say = log if (log is not None and D.is_main()) else (lambda s: None)
         s = _setup(run, cfg, fit_input=False, stored=out)
-        trainer, test = _make_trainer(s, cfg, run, out, log, progress, say)
+        teacher = _resumed_teacher(run, cfg, s, out)
+        trainer, test = _make_trainer(s, cfg, run, out, log, progress, say, teacher)
         path = _pick_checkpoint(out, trainer, checkpoint)
         threads = cfg.threads or torch.get_num_threads()
         if isinstance(run.get("torch_threads"), int) and run["torch_threads"] != threads:
@@ -768,12 +829,13 @@ def _check_cached(cfg: TrainConfig) -> None:
 
 
 def _make_trainer(s: _Setup, cfg: TrainConfig, run: dict[str, Any], out: Path, log, progress,
-                  say) -> tuple[Trainer, Any]:
+                  say, teacher: nn.Module | None = None) -> tuple[Trainer, Any]:
     """The run's Trainer and the test data it is evaluated on: the whole model on images, or
     (the ``cached`` regime) the classifier alone on features computed once."""
     if not _is_cached(run):
         return (Trainer(s.model, s.train, s.val, cfg, out=out, mean=run["mean"],
-                        std=run["std"], classes=run["classes"], log=log, progress=progress),
+                        std=run["std"], classes=run["classes"], log=log, progress=progress,
+                        teacher=teacher),
                 s.test)
     _check_cached(cfg)
     from ..transfer.regime import feature_head
@@ -860,7 +922,10 @@ def load_run(out: str | Path, which: str = "model") -> tuple[nn.Module, dict[str
 
     c, h, w = run["input_size"]
     try:
-        if looks_like_pattern(run["model"]):
+        if run["model"].startswith("search:"):      # an architecture of a search space
+            from ..search.loop import build_arch_model
+            net = build_arch_model(run["model"], run["num_classes"], c)[0]
+        elif looks_like_pattern(run["model"]):
             net = from_pattern(run["model"], input_size=(c, h, w))
         else:
             kw = dict(run.get("model_options") or {})
@@ -937,5 +1002,50 @@ def evaluate(out: str | Path | Sequence[str | Path], *, crops: str = "none",
     return metrics
 
 
-__all__ = ["RUN_FORMAT", "RunResult", "build_model", "evaluate", "is_run_dir", "load_data",
-           "load_run", "read_run_config", "resume", "train"]
+@dataclasses.dataclass
+class RunData:
+    """A run folder's own data, split as the run split it: ``train``/``val``/``test``
+    datasets (uint8 images fitted to the run's input size), the normalisation and classes."""
+    train: Any
+    val: Any
+    test: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+    input_size: tuple[int, int, int]
+    config: TrainConfig
+
+    def normalised(self, split: str = "test", n: int | None = None) -> torch.Tensor:
+        """The first ``n`` images of a split as float32, normalised as the model expects."""
+        ds = getattr(self, split)
+        if ds is None:
+            raise DataError(f"the run has no {split} split.")
+        images = ds.images[:n] if n is not None else ds.images
+        x = torch.as_tensor(images).float() / 255.0
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+def run_data(out: str | Path) -> RunData:
+    """The data of a run folder, read from where config.json says and checked against its
+    fingerprints, with the run's own validation split and test subset (for re-using a
+    trained run's data: fine-tuning a pruned copy, calibrating int8, measuring accuracy)."""
+    out = Path(out)
+    run = read_run_config(out)
+    cfg = TrainConfig.from_dict(run["train"])
+    train_ds, test, _ = _load_recorded(run, out / "config.json")
+    _check_fingerprint(run, "train", train_ds, out)
+    size = tuple(run["input_size"])
+    train_ds, test = _fit(train_ds, size), _fit(test, size)
+    train_ds, val = split_data(train_ds, cfg)
+    if cfg.subset is not None and cfg.subset < len(test):
+        from ..data import subset
+        test = subset(test, cfg.subset, seed=cfg.seed)
+    _check_fingerprint(run, "test", test, out)
+    return RunData(train_ds, val, test, tuple(run["mean"]), tuple(run["std"]),
+                   list(run["classes"]), size, cfg)
+
+
+__all__ = ["RUN_FORMAT", "RunData", "RunResult", "build_model", "evaluate", "is_run_dir",
+           "load_data", "load_run", "read_run_config", "resume", "run_data", "train"]
