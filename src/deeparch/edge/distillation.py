@@ -149,17 +149,9 @@ def _digest(path: Path) -> str:
 
 def _build(model: str, num_classes: int, input_size: Sequence[int], options: dict | None,
            where: str) -> nn.Module:
-    from ..models.registry import accepts, create_model
-    from ..pattern import from_pattern, looks_like_pattern
-
-    c, h, w = input_size
+    from ..train.run import build_recorded
     try:
-        if looks_like_pattern(model):
-            return from_pattern(model, input_size=(c, h, w))
-        kw = dict(options or {})
-        if accepts(model, "img_size") and "img_size" not in kw:
-            kw["img_size"] = h if h == w else (h, w)
-        return create_model(model, num_classes=num_classes, in_chans=c, **kw)
+        return build_recorded(model, num_classes, input_size, options)
     except DeeparchError as exc:
         raise EdgeError(f"the teacher's model recorded in {where} cannot be built "
                         f"({str(exc).splitlines()[0].rstrip('.')}).") from None

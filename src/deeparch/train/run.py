@@ -912,26 +912,34 @@ def _title(run: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- evaluate
 
+def build_recorded(model: str, num_classes: int, input_size: Sequence[int],
+                   options: dict[str, Any] | None = None) -> nn.Module:
+    """The network a run (or a file's metadata) records: a searched architecture
+    (``search:SPACE:ARCH``), a pattern, or a registered model at the recorded image size.
+    Raises the builders' own errors; callers say where the record came from."""
+    from ..models.registry import accepts, create_model
+    from ..pattern import from_pattern, looks_like_pattern
+
+    c, h, w = input_size
+    if model.startswith("search:"):      # an architecture of a search space
+        from ..search.loop import build_arch_model
+        return build_arch_model(model, num_classes, c)[0]
+    if looks_like_pattern(model):
+        return from_pattern(model, input_size=(c, h, w))
+    kw = dict(options or {})
+    if accepts(model, "img_size") and "img_size" not in kw:
+        kw["img_size"] = h if h == w else (h, w)
+    return create_model(model, num_classes=num_classes, in_chans=c, **kw)
+
+
 def load_run(out: str | Path, which: str = "model") -> tuple[nn.Module, dict[str, Any]]:
     """The trained model of a run folder (``which``: ``model``, ``best`` or ``last``) and
     its config."""
     out = Path(out)
     run = read_run_config(out)
-    from ..models.registry import accepts, create_model
-    from ..pattern import from_pattern, looks_like_pattern
-
-    c, h, w = run["input_size"]
     try:
-        if run["model"].startswith("search:"):      # an architecture of a search space
-            from ..search.loop import build_arch_model
-            net = build_arch_model(run["model"], run["num_classes"], c)[0]
-        elif looks_like_pattern(run["model"]):
-            net = from_pattern(run["model"], input_size=(c, h, w))
-        else:
-            kw = dict(run.get("model_options") or {})
-            if accepts(run["model"], "img_size") and "img_size" not in kw:
-                kw["img_size"] = h if h == w else (h, w)
-            net = create_model(run["model"], num_classes=run["num_classes"], in_chans=c, **kw)
+        net = build_recorded(run["model"], run["num_classes"], run["input_size"],
+                             run.get("model_options"))
     except DeeparchError as exc:
         raise CheckpointError(f"the model recorded in {out / 'config.json'} cannot be built "
                               f"({str(exc).splitlines()[0].rstrip('.')}).") from None
