@@ -93,6 +93,7 @@ def main(argv=None) -> int:
         "pruned_params_fraction": tuned.params / fp32.params,
         "finetuned_accuracy_kept": tuned.accuracy / fp32.accuracy,
         "int8_size_ratio_vs_fp32_onnx": fp32.onnx_bytes / int8.size_bytes,
+        "int8_size_ratio_vs_its_fp32_onnx": tuned.onnx_bytes / int8.size_bytes,
         "int8_points_lost_vs_its_fp32": tuned.accuracy_onnx - int8.accuracy_onnx,
         "int8_points_lost_vs_dense_fp32": fp32.accuracy - int8.accuracy_onnx,
     }

@@ -74,6 +74,20 @@ class SVD(nn.Module):
         return torch.linalg.svd(self.conv(x))[1].flatten(1)
 
 
+def test_the_file_holds_the_graph_and_weights_not_the_exporters_debug_records(tmp_path):
+    import onnx
+    m = deeparch.create_model("resnet20", num_classes=10, in_chans=1)
+    r = export_onnx(m, tmp_path / "r.onnx", (1, 16, 16))
+    proto = onnx.load(str(tmp_path / "r.onnx"))
+    assert not any(len(n.metadata_props) or n.doc_string for n in proto.graph.node)
+    weights = sum(p.numel() for p in m.parameters()) * 4
+    assert weights < r.size_bytes < 1.05 * weights + 20_000     # the dynamo records: +9%
+    x = torch.randn(2, 1, 16, 16)
+    with torch.inference_mode():
+        ref = m.eval()(x).numpy()
+    assert np.allclose(load_onnx(tmp_path / "r.onnx")(x), ref, atol=1e-5)
+
+
 def test_unexportable_operation_is_named_and_nothing_is_written(tmp_path):
     with pytest.raises(EdgeError, match="svd") as e:
         export_onnx(SVD(), tmp_path / "svd.onnx", (3, 8, 8))

@@ -160,6 +160,20 @@ def _export_legacy(model, x, tmp: Path, dynamic_batch: bool, opset: int | None) 
                               do_constant_folding=True, **kw)
 
 
+def _strip_node_metadata(proto) -> bool:
+    """Drop the exporter's per-node debugging records (source stack traces, FX node names,
+    rewrite-rule names): ~600 bytes a node, 15% of a 135K-parameter ResNet's fp32 file and
+    40% of its int8 file, where the file size is what edge deployment counts. The graph and
+    the model-level metadata are kept."""
+    changed = False
+    for node in proto.graph.node:
+        if len(node.metadata_props) or node.doc_string:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            changed = True
+    return changed
+
+
 def export_onnx(model, path: str | os.PathLike, input_size: Sequence[int] | str, *,
                 dynamic_batch: bool = True, check: bool = True,
                 opset: int | None = None) -> ExportReport:
@@ -236,6 +250,8 @@ def export_onnx(model, path: str | os.PathLike, input_size: Sequence[int] | str,
                 notes.append(f"the dynamo exporter failed ({op or _first_line(first)}); the "
                              f"TorchScript exporter wrote this file")
             proto = onnx.load(str(tmp), load_external_data=False)
+            if _strip_node_metadata(proto):
+                tmp.write_bytes(proto.SerializeToString())
             try:
                 onnx.checker.check_model(proto)
             except Exception as exc:  # noqa: BLE001
