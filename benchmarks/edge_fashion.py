@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,9 +70,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     if args.data == "fashion":
-        data, data_dir, size = "fashion_mnist", _fashion_dir(args.fashion_dir), 28
+        data, data_dir = "fashion_mnist", _fashion_dir(args.fashion_dir)
     else:
-        data, data_dir, size = "digits", None, 8
+        data, data_dir = "digits", None
     common = dict(subset=args.subset, log=None, progress=False, force=True,
                   threads=args.threads, optimizer="adam", lr=1e-3, batch_size=128, seed=0)
 
@@ -147,7 +148,8 @@ def main(argv=None) -> int:
                 m = next(m for m in mobile if m["name"] == name)
                 m.setdefault("latency", {}).setdefault(row.runtime, {})[str(row.batch)] = {
                     "min_ms": row.min_ms, "median_ms": row.median_ms}
-    result = dict(command="python benchmarks/edge_fashion.py " + " ".join(argv or []),
+    result = dict(command="python benchmarks/edge_fashion.py "
+                  + " ".join(sys.argv[1:] if argv is None else argv),
                   cpu=cpu_info().to_dict(), threads=args.threads,
                   bench_threads=args.bench_threads, data=data,
                   subset=args.subset, epochs=args.epochs, finetune=args.finetune,
