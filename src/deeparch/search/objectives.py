@@ -28,6 +28,7 @@ al. 2019) / EfficientNet: :class:`Reward` ``score * (cost / target) ** w``, ``w 
 """
 from __future__ import annotations
 
+import abc
 import math
 import statistics
 import time
@@ -204,14 +205,15 @@ def _human(key: str, v: float) -> str:
 
 # --------------------------------------------------------------------------- objectives
 
-class Objective:
+class Objective(abc.ABC):
     """``objective(space, arch) -> float`` (higher is better)."""
 
     name = "objective"
     proxy = False            # True: an approximation of what one really wants (say so)
 
+    @abc.abstractmethod
     def __call__(self, space, arch) -> float:
-        raise NotImplementedError
+        """Each subclass defines it."""
 
     def describe(self) -> str:
         return self.name

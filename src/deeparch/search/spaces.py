@@ -26,6 +26,7 @@ The spaces (see their modules):
 """
 from __future__ import annotations
 
+import abc
 import random
 from typing import Any, Iterator, Sequence
 
@@ -54,21 +55,24 @@ def check_text(text: Any, what: str, limit: int = 20_000) -> str:
     return text
 
 
-class Space:
+class Space(abc.ABC):
     """The shared interface; subclasses give ``name``, ``decisions``, ``from_decisions``,
     ``to_decisions``, ``encode``, ``decode``, ``build`` and ``input_size``."""
 
     name: str = ""
 
     # -- decisions ------------------------------------------------------------------------
+    @abc.abstractmethod
     def decisions(self) -> list[tuple[str, int]]:
-        raise NotImplementedError
+        """Each subclass defines it."""
 
+    @abc.abstractmethod
     def from_decisions(self, choices: Sequence[int]) -> tuple:
-        raise NotImplementedError
+        """Each subclass defines it."""
 
+    @abc.abstractmethod
     def to_decisions(self, arch) -> list[int]:
-        raise NotImplementedError
+        """Each subclass defines it."""
 
     def check_choices(self, choices: Sequence[int]) -> list[int]:
         """``choices`` as a list of ints within :meth:`decisions`' option counts."""
@@ -121,17 +125,21 @@ class Space:
                           f"many to enumerate; sample it instead.")
 
     # -- architectures --------------------------------------------------------------------
+    @abc.abstractmethod
     def encode(self, arch) -> str:
-        raise NotImplementedError
+        """Each subclass defines it."""
 
+    @abc.abstractmethod
     def decode(self, text: str) -> tuple:
-        raise NotImplementedError
+        """Each subclass defines it."""
 
+    @abc.abstractmethod
     def build(self, arch, num_classes: int = 10, in_chans: int = 3):
-        raise NotImplementedError
+        """Each subclass defines it."""
 
+    @abc.abstractmethod
     def input_size(self, arch) -> tuple[int, int, int]:
-        raise NotImplementedError
+        """Each subclass defines it."""
 
     def check(self, arch) -> tuple:
         """``arch`` if it is an architecture of this space (a string is decoded), else a

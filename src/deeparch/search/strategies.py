@@ -45,6 +45,7 @@ Strategies (``make_strategy(name, space, seed, **options)``):
 """
 from __future__ import annotations
 
+import abc
 import math
 import random
 from typing import Any, Sequence
@@ -54,7 +55,7 @@ from ..errors import SearchError
 STRATEGIES = ("random", "evolution", "reinforce", "ppo", "grid")
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """The ask/tell protocol. Subclasses set :attr:`name` and implement ``ask``/``tell``."""
 
     name = "strategy"
@@ -67,8 +68,9 @@ class Strategy:
         self.asked = 0
         self.told = 0
 
+    @abc.abstractmethod
     def ask(self):
-        raise NotImplementedError
+        """Each subclass defines it."""
 
     def tell(self, arch, score: float) -> None:
         self.told += 1
