@@ -125,6 +125,14 @@ def test_force_replaces_only_shrinks_files(run, tmp_path):
     assert [s.name for s in r.stages] == ["fp32", "int8"]
 
 
+def test_quantization_aware_finetuning_before_int8(run, tmp_path):
+    report = shrink(run, tmp_path / "q", quantize="int8", qat=1, calibration=32, **FAST)
+    int8 = report.stage("int8")
+    assert "1 epoch(s) of quantization-aware fine-tuning" in int8.notes
+    assert any(n.startswith("reduce_range=") for n in int8.notes)
+    assert int8.accuracy_onnx > 50 and not (tmp_path / "q" / "qat.onnx").exists()
+
+
 def test_a_teacher_of_other_classes_is_refused(run, tmp_path):
     import numpy as np
     from sklearn.datasets import load_digits

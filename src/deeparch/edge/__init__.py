@@ -5,7 +5,7 @@ The optional packages (onnx, onnxscript, onnxruntime, torch-pruning: ``pip insta
 'deeparch[edge]'``) are imported only by the functions that need them; a missing one is a
 :class:`deeparch.errors.MissingDependencyError` naming the extra.
 """
-import importlib
+from .._lazy import lazy_exports
 
 # public name -> the submodule that defines it (imported on first use). No submodule shares
 # a public function's name: importing ``edge.x`` sets the package's attribute ``x`` to the
@@ -24,14 +24,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(where, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

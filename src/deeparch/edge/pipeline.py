@@ -24,7 +24,6 @@ import json
 import math
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -292,7 +291,8 @@ def shrink(run: str | os.PathLike, out: str | os.PathLike, *, prune: float | Non
     y_test = torch.as_tensor(data.test.labels).long()
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(data.train), generator=g)[:calibration]
-    x_cal = data.normalised("train")[pick]
+    x_train = data.normalised("train")
+    x_cal = x_train[pick]
     notes: list[str] = []
     models: dict[str, nn.Module] = {"fp32": model.eval()}
     stages: list[Stage] = []
@@ -353,29 +353,27 @@ def shrink(run: str | os.PathLike, out: str | os.PathLike, *, prune: float | Non
         src_onnx = onnx_files[src_name]
         if qat:
             say(f"quantization-aware fine-tuning for {qat} epoch(s)...")
-            train_x = data.normalised("train")
             train_y = torch.as_tensor(data.train.labels).long()
-            q_model = qat_finetune(copy.deepcopy(current), train_x, train_y, epochs=qat,
+            q_model = qat_finetune(copy.deepcopy(current), x_train, train_y, epochs=qat,
                                    seed=seed, log=log)
             with tempfile.TemporaryDirectory() as tmp:
                 src_onnx = Path(tmp) / "qat.onnx"
                 export_onnx(q_model, src_onnx, size)
-                q = _quantize_checked(do_quantize, src_onnx, out / "int8.onnx", x_cal, method)
+                q = do_quantize(src_onnx, out / "int8.onnx", x_cal, method=method)
         else:
-            q = _quantize_checked(do_quantize, src_onnx, out / "int8.onnx", x_cal, method)
+            q = do_quantize(src_onnx, out / "int8.onnx", x_cal, method=method)
         session = load_onnx(out / "int8.onnx", threads=threads)
-        src = stages[-1]
+        src, int8 = stages[-1], out / "int8.onnx"
+        notes_q = [f"from {src_name}", f"{method} calibration on {len(x_cal)} training images",
+                   f"reduce_range={q.reduce_range} ({q.reduce_range_reason})"]
+        if q.agreement is not None:
+            notes_q.append(f"top-1 agreement with fp32 on the calibration data "
+                           f"{q.agreement:.3f}")
+        if qat:
+            notes_q.append(f"{qat} epoch(s) of quantization-aware fine-tuning")
+        size_q = int8.stat().st_size
         stages.append(Stage("int8", None, _accuracy_onnx(session, x_test, y_test), src.params,
-                            src.macs, str(out / "int8.onnx"),
-                            (out / "int8.onnx").stat().st_size, str(out / "int8.onnx"),
-                            (out / "int8.onnx").stat().st_size,
-                            notes=[f"from {src_name}", f"{method} calibration on "
-                                   f"{len(x_cal)} training images",
-                                   f"reduce_range={getattr(q, 'reduce_range', None)}",
-                                   f"top-1 agreement with fp32 on the calibration data "
-                                   f"{getattr(q, 'agreement', float('nan')):.3f}"]
-                            + ([f"{qat} epoch(s) of quantization-aware fine-tuning"]
-                               if qat else [])))
+                            src.macs, str(int8), size_q, str(int8), size_q, notes=notes_q))
         onnx_files["int8"] = out / "int8.onnx"
         say(f"int8: {stages[-1].accuracy_onnx:.2f}% (ONNX Runtime), "
             f"{_size(stages[-1].size_bytes)} against {_size(onnx_files[src_name].stat().st_size)}")
@@ -410,15 +408,6 @@ def shrink(run: str | os.PathLike, out: str | os.PathLike, *, prune: float | Non
     write_text(out / "report.txt", report.table() + "\n")
     _plot(report, out / "tradeoff.png")
     return report
-
-
-def _quantize_checked(do_quantize, src: Path, dst: Path, x_cal: torch.Tensor, method: str):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        q = do_quantize(src, dst, x_cal, method=method)
-    for w in caught:                      # said again, never swallowed
-        warnings.warn(str(w.message), w.category, stacklevel=3)
-    return q
 
 
 __all__ = ["ShrinkReport", "Stage", "shrink"]

@@ -923,17 +923,13 @@ def load_pruned(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     Builds the base network, applies the recorded attribute changes and tensor shapes and
     loads the tensors strictly. A missing, damaged or foreign file raises
     :class:`~deeparch.errors.WeightsError`; nothing is unpickled."""
-    from safetensors import safe_open
+    from ..train.checkpoint import read_tensors
 
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"no pruned model file at {path}; check the path.")
     try:
-        tensors = {}
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            for k in f.keys():
-                tensors[k] = f.get_tensor(k)
+        tensors, meta = read_tensors(path)
     except Exception as exc:  # noqa: BLE001 -- safetensors' own error types
         raise WeightsError(f"{path} is not a readable safetensors file ({_first_line(exc)}); "
                            f"it is damaged or truncated.") from exc

@@ -2,7 +2,7 @@
 search (spaces, strategies, objectives, the search loop, the NAS-Bench-201 table).
 
 The search names are imported on first use, so ``import deeparch.search`` stays light."""
-import importlib
+from .._lazy import lazy_exports
 
 from .scaling import (ALPHA, BASE_RESOLUTION, BETA, GAMMA, CompoundScaling, apply_scaling,
                       fit_phi, flops_factor, round_filters, round_repeats, scale)
@@ -23,14 +23,4 @@ __all__ = ["ALPHA", "BASE_RESOLUTION", "BETA", "GAMMA", "CompoundScaling", "appl
            "fit_phi", "flops_factor", "round_filters", "round_repeats", "scale", *_LAZY]
 
 
-def __getattr__(name: str):
-    where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(where, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -104,23 +104,29 @@ def _write_json(path: Path, obj: Any, what: str) -> None:
         raise CheckpointWriteError(f"cannot save the {what}: {exc}") from exc
 
 
-def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor and the metadata of a safetensors file, on the CPU. Bytes that are not
+    safetensors raise safetensors' own errors: callers say what the file should have been."""
     from safetensors import safe_open
 
+    tensors = {}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        for k in f.keys():
+            tensors[k] = f.get_tensor(k)
+    return tensors, meta
+
+
+def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
         raise CheckpointError(f"no {what} at {path}; check the path (a run directory holds "
                               f"model.safetensors and checkpoints/last.safetensors).")
     try:
-        tensors = {}
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            for k in f.keys():
-                tensors[k] = f.get_tensor(k)
+        return read_tensors(path)
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it is "
                               f"corrupt or truncated: delete it or use another checkpoint."
                               ) from exc
-    return tensors, meta
 
 
 def _load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
