@@ -150,14 +150,8 @@ def _digest(path: Path) -> str:
 def _build(model: str, num_classes: int, input_size: Sequence[int], options: dict | None,
            where: str) -> nn.Module:
     from ..train.run import build_recorded
-    try:
-        return build_recorded(model, num_classes, input_size, options)
-    except DeeparchError as exc:
-        raise EdgeError(f"the teacher's model recorded in {where} cannot be built "
-                        f"({str(exc).splitlines()[0].rstrip('.')}).") from None
-    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
-        raise EdgeError(f"the teacher's model recorded in {where} cannot be built "
-                        f"({type(exc).__name__}).") from None
+    return build_recorded(model, num_classes, input_size, options,
+                          where=f"{where} (the teacher)", error=EdgeError)
 
 
 def _from_file(path: Path) -> Teacher:

@@ -913,23 +913,31 @@ def _title(run: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- evaluate
 
 def build_recorded(model: str, num_classes: int, input_size: Sequence[int],
-                   options: dict[str, Any] | None = None) -> nn.Module:
-    """The network a run (or a file's metadata) records: a searched architecture
+                   options: dict[str, Any] | None = None, *, where: str,
+                   error: type[DeeparchError] = CheckpointError) -> nn.Module:
+    """The network a run (or a file's metadata, ``where``) records: a searched architecture
     (``search:SPACE:ARCH``), a pattern, or a registered model at the recorded image size.
-    Raises the builders' own errors; callers say where the record came from."""
+    A record that cannot be built raises ``error`` naming ``where``."""
     from ..models.registry import accepts, create_model
     from ..pattern import from_pattern, looks_like_pattern
 
     c, h, w = input_size
-    if model.startswith("search:"):      # an architecture of a search space
-        from ..search.loop import build_arch_model
-        return build_arch_model(model, num_classes, c)[0]
-    if looks_like_pattern(model):
-        return from_pattern(model, input_size=(c, h, w))
-    kw = dict(options or {})
-    if accepts(model, "img_size") and "img_size" not in kw:
-        kw["img_size"] = h if h == w else (h, w)
-    return create_model(model, num_classes=num_classes, in_chans=c, **kw)
+    try:
+        if model.startswith("search:"):      # an architecture of a search space
+            from ..search.loop import build_arch_model
+            return build_arch_model(model, num_classes, c)[0]
+        if looks_like_pattern(model):
+            return from_pattern(model, input_size=(c, h, w))
+        kw = dict(options or {})
+        if accepts(model, "img_size") and "img_size" not in kw:
+            kw["img_size"] = h if h == w else (h, w)
+        return create_model(model, num_classes=num_classes, in_chans=c, **kw)
+    except DeeparchError as exc:
+        raise error(f"the model recorded in {where} cannot be built "
+                    f"({str(exc).splitlines()[0].rstrip('.')}).") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise error(f"the model recorded in {where} cannot be built "
+                    f"({type(exc).__name__}); the record is damaged.") from None
 
 
 def load_run(out: str | Path, which: str = "model") -> tuple[nn.Module, dict[str, Any]]:
@@ -937,15 +945,8 @@ def load_run(out: str | Path, which: str = "model") -> tuple[nn.Module, dict[str
     its config."""
     out = Path(out)
     run = read_run_config(out)
-    try:
-        net = build_recorded(run["model"], run["num_classes"], run["input_size"],
-                             run.get("model_options"))
-    except DeeparchError as exc:
-        raise CheckpointError(f"the model recorded in {out / 'config.json'} cannot be built "
-                              f"({str(exc).splitlines()[0].rstrip('.')}).") from None
-    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
-        raise CheckpointError(f"the model recorded in {out / 'config.json'} cannot be built "
-                              f"({type(exc).__name__}); the run folder is damaged.") from None
+    net = build_recorded(run["model"], run["num_classes"], run["input_size"],
+                         run.get("model_options"), where=str(out / "config.json"))
     files = {"model": out / "model.safetensors",
              "best": out / "checkpoints" / "best.safetensors",
              "last": out / "checkpoints" / "last.safetensors"}
