@@ -1038,7 +1038,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", metavar="STRING|FILE",
                    help="a searched architecture (e.g. best.txt of `deeparch search`) instead "
                         "of MODEL; with --space")
-    s.add_argument("--space", choices=("nb201", "nasnet", "mobile", "scaling"), default="nb201",
+    s.add_argument("--space", choices=("nb201", "nasnet", "mobile", "plain", "scaling"),
+                   default="nb201",
                    help="the search space of --arch (default nb201)")
     s.set_defaults(func=cmd_summary)
 
@@ -1074,10 +1075,10 @@ def build_parser() -> argparse.ArgumentParser:
                "--budget 300 --seeds 10 --max-macs 50M -o out/\n"
                "  deeparch search --space nb201 --strategy evolution --objective proxy "
                "--data digits --epochs 2 --budget 20 -o out/\n"
-               "spaces: nb201 nasnet mobile scaling; strategies: random evolution reinforce "
+               "spaces: nb201 nasnet mobile plain scaling; strategies: random evolution reinforce "
                "ppo grid;\nobjectives: table proxy synflow naswot snip grad_norm params macs",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sr.add_argument("--space", default="nb201", help="nb201 (default), nasnet, mobile, scaling")
+    sr.add_argument("--space", default="nb201", help="nb201 (default), nasnet, mobile, plain, scaling")
     sr.add_argument("-S", "--space-option", action="append", metavar="KEY=VALUE",
                     help="a space option, e.g. -S channels=8 -S cells=1 for a small nb201 "
                          "skeleton (repeatable)")
@@ -1134,7 +1135,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", metavar="STRING|FILE",
                    help="instead of MODEL: a searched architecture (e.g. best.txt of "
                         "`deeparch search`), with --space")
-    t.add_argument("--space", choices=("nb201", "nasnet", "mobile", "scaling"),
+    t.add_argument("--space", choices=("nb201", "nasnet", "mobile", "plain", "scaling"),
                    help="the search space of --arch (default nb201)")
     t.add_argument("--data", metavar="NAME|PATH",
                    help="digits, mnist, fashion_mnist, cifar10, cifar100, or a file/folder")

@@ -220,5 +220,19 @@ def test_proxy_trains_with_the_trainer():
     assert 0.0 <= good <= 100.0
     assert obj.last["epochs"] == 1
     assert obj(space, (3, 3, 3, 3, 3, 3)) == good             # seeded: the same again
+    assert good == obj.last["val_accuracy"]
     with pytest.raises(SearchError, match="epochs"):
         make_objective("proxy", epochs=0)
+
+
+def test_proxy_can_score_by_validation_loss():
+    acc = make_objective("proxy", data="digits", epochs=2, subset=200)
+    loss = make_objective("proxy", data="digits", epochs=2, subset=200, metric="loss")
+    space = ToySpace()
+    a = acc(space, (3, 3, 3, 3, 3, 3))
+    score = loss(space, (3, 3, 3, 3, 3, 3))
+    assert loss.last["val_accuracy"] == a                    # the same training
+    assert score == -loss.last["val_loss"] < 0                # higher is better: minus a loss
+    assert "validation loss" in loss.describe()
+    with pytest.raises(SearchError, match="metric is one of accuracy, loss, not 'top5'"):
+        make_objective("proxy", metric="top5")

@@ -274,3 +274,36 @@ def test_cli_space_options_and_cost_objective(tmp_path, capsys):
     assert main(["search", "-S", "bogus=1", "--budget", "2", "--no-progress"]) == 2
     err = _err(capsys)
     assert "bogus" in err and "channels" in err
+
+
+def test_cli_plain_space_search_summary_train(tmp_path, capsys):
+    """The plain space end to end: a proxy search under a mult-add cap writes best.txt,
+    whose pattern string summary and train read back; a bad string gets a caret."""
+    out = tmp_path / "plain"
+    rc = main(["search", "--space", "plain", "-S", "widths=4,8", "-S", "depths=1,2",
+               "--strategy", "evolution", "-s", "population=2", "-s", "sample_size=2",
+               "--objective", "proxy", "--data", "digits", "--epochs", "1",
+               "-O", "subset=120", "-O", "metric=loss", "--budget", "3", "--max-macs", "60k",
+               "-o", str(out), "--no-progress", "--format", "json"])
+    assert rc == 0, capsys.readouterr().err
+    rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if r["query"]]
+    assert len(scored) == 3 and all(r["cost"]["macs"] <= 60_000 for r in scored)
+    assert all(r["score"] < 0 for r in scored)             # minus a validation loss
+    best = (out / "best.txt").read_text().strip()
+    assert best.startswith("[CONV") and "POOL2" in best
+    capsys.readouterr()
+    assert main(["summary", "--arch", str(out / "best.txt"), "--space", "plain",
+                 "--format", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["input_size"] == [1, 8, 8] and 0 < d["macs"] <= 60_000
+    run = tmp_path / "run"
+    assert main(["train", "--arch", best, "--space", "plain", "--data", "digits",
+                 "--epochs", "1", "--subset", "60", "--out", str(run), "--no-progress"]) == 0
+    from deeparch.train.run import read_run_config
+    assert read_run_config(run)["model"] == "search:plain:" + best
+    capsys.readouterr()
+    assert main(["summary", "--arch", "[CONV3-8 -> BN -> RELU] -> POOL9 -> [CONV3-8 -> BN -> "
+                 "RELU]", "--space", "plain"]) == 2
+    err = capsys.readouterr().err
+    assert "joined by -> POOL2 ->" in err and "^^^^^" in err

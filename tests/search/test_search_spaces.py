@@ -1,4 +1,4 @@
-"""The search spaces: nb201, nasnet, mobile (deeparch.search.spaces)."""
+"""The search spaces: nb201, nasnet, mobile, plain (deeparch.search.spaces)."""
 from __future__ import annotations
 
 import random
@@ -38,9 +38,9 @@ def test_space_by_name(name):
 
 
 def test_unknown_space_lists_them():
-    with pytest.raises(SearchError, match="nb201, nasnet, mobile"):
+    with pytest.raises(SearchError, match="nb201, nasnet, mobile, plain"):
         space("darts")
-    with pytest.raises(SearchError, match="no option 'width'.*channels, cells"):
+    with pytest.raises(SearchError, match="no option 'width'.*channels, cells, stages"):
         space("nb201", width=3)
 
 
@@ -366,6 +366,84 @@ def test_mobile_field_count_and_options():
         space("mobile").enumerate()
 
 
+# -- plain ----------------------------------------------------------------------------------
+VGG_BODY = "[CONV3-16 -> BN -> RELU]*2 -> POOL2 -> [CONV3-32 -> BN -> RELU]*2"
+
+
+def test_plain_space_is_the_pattern_language():
+    sp = space("plain")
+    assert sp.size() == (7 * 3 * 2) ** 2 == 1764
+    archs = list(sp.enumerate())
+    assert len(archs) == len(set(archs)) == 1764
+    arch = sp.decode(VGG_BODY)
+    assert arch == ((16, 2, 3), (32, 2, 3))
+    assert sp.encode(arch) == VGG_BODY
+    whole = sp.pattern(arch)
+    assert whole == f"INPUT(8x8x1) -> {VGG_BODY} -> GAP -> FC-10"
+    assert sp.decode(whole) == arch                      # the whole pattern reads back too
+    assert sp.decode(whole.lower().replace(" ", "")) == arch
+    net = sp.build(arch)
+    ref = deeparch.from_pattern(whole)
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in ref.parameters())
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    s = deeparch.summary(net, input_size=(1, 8, 8))
+    assert s.macs == deeparch.summary(ref, input_size=(1, 8, 8)).macs
+
+
+def test_plain_strings_outside_the_option_lists_still_build():
+    sp = space("plain")
+    arch = sp.decode("[CONV7-100 -> BN -> RELU]*4 -> POOL2 -> [CONV1-3 -> BN -> RELU]")
+    assert arch == ((100, 4, 7), (3, 1, 1))
+    assert sp.build(arch, num_classes=5, in_chans=3)(torch.zeros(1, 3, 8, 8)).shape == (1, 5)
+    with pytest.raises(SearchError, match="stage1.width 100 is not among"):
+        sp.to_decisions(arch)
+    three = space("plain", stages=3, widths=(4, 8), depths=(1,), kernels=(3,),
+                  input=(3, 16, 16))
+    assert three.size() == 8
+    assert three.build(three.sample(random.Random(0)), in_chans=3)(
+        torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("text, token, why", [
+    ("[CONV3-8 -> BN -> RELU]*2 -> POOL3 -> [CONV3-8 -> BN -> RELU]", "POOL3", "joined by"),
+    ("[CONV3-8 -> BN -> RELU]*2 -> POOL2 -> [CONV0-8 -> BN -> RELU]", "0", "kernel must be"),
+    ("[CONV3-8 -> BN -> RELU]*2 -> POOL2 -> [CONV3-8 -> BN -> RELU]*99", "99", "depth must"),
+    ("[CONV3-8 -> BN -> RELU]*2 -> POOL2 -> [CONV3-8 -> RELU]", "[CONV3-8", "expected a stage"),
+    ("[CONV3-8 -> BN -> RELU]*2 -> POOL2 -> [CONV3-8 -> BN -> RELU] junk", "junk", "joined by"),
+])
+def test_plain_bad_strings_have_a_caret(text, token, why):
+    with pytest.raises(SearchError, match=why) as e:
+        space("plain").decode(text)
+    caret_under(e.value, token)
+
+
+def test_plain_stage_count_and_options():
+    with pytest.raises(SearchError, match="has 2 stages, the string has 1 .give -S stages=1"):
+        space("plain").decode("[CONV3-8 -> BN -> RELU]*2")
+    assert space("plain", stages=1).decode("[CONV3-8 -> BN -> RELU]*2") == ((8, 2, 3),)
+    with pytest.raises(SearchError, match="at least 8 x 8, not 4 x 4"):
+        space("plain", stages=4, input=(1, 4, 4))
+    with pytest.raises(SearchError, match="at most 6 stages"):
+        space("plain", stages=7)
+    with pytest.raises(SearchError, match="widths must be whole numbers from 1"):
+        space("plain", widths=(0, 8))
+    with pytest.raises(SearchError, match="kernels must be a list"):
+        space("plain", kernels=3)
+    with pytest.raises(SearchError, match="input must be .channels, height, width."):
+        space("plain", input="8x8")
+
+
+def test_nb201_fewer_stages_for_small_images():
+    sp = space("nb201", channels=4, cells=1, stages=2)
+    net = sp.build(sp.decode(BEST_NB201), num_classes=10, in_chans=1)
+    names = [n for n, _ in net.features.named_children()]
+    assert names == ["stem", "stage1", "reduction1", "stage2", "lastact"]
+    assert net.features[:-1](torch.zeros(1, 1, 8, 8)).shape == (1, 8, 4, 4)
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(SearchError, match="at most 3 stages"):
+        space("nb201", stages=4)
+
+
 # -- which space a string is ----------------------------------------------------------------
 def test_find_space():
     sp, arch = find_space(BEST_NB201)
@@ -381,3 +459,7 @@ def test_find_space():
         find_space(B0.replace("stem 32", "stem 33"))
     with pytest.raises(SearchError, match="unknown operation"):
         find_space("|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    sp, arch = find_space(VGG_BODY)
+    assert sp.name == "plain" and arch == ((16, 2, 3), (32, 2, 3))
+    sp, arch = find_space("INPUT(8x8x1) -> [CONV5-8 -> BN -> RELU] -> GAP -> FC-10")
+    assert (sp.name, sp.stages, arch) == ("plain", 1, ((8, 1, 5),))

@@ -116,8 +116,9 @@ class ResidualReduction(nn.Module):
 
 
 def nb201_network(arch: Sequence[int], num_classes: int = 10, in_chans: int = 3,
-                  channels: int = 16, cells: int = 5):
-    """The benchmark's CIFAR network around ``arch`` (C = ``channels``, N = ``cells``)."""
+                  channels: int = 16, cells: int = 5, stages: int = 3):
+    """The benchmark's CIFAR network around ``arch`` (C = ``channels``, N = ``cells``);
+    ``stages`` < 3 keeps only the first stages (fewer reductions, for small images)."""
     from ..layers import GlobalAvgPool2d
     from ..models.base import Network, init_weights
 
@@ -127,7 +128,7 @@ def nb201_network(arch: Sequence[int], num_classes: int = 10, in_chans: int = 3,
     stem.add_module("bn", nn.BatchNorm2d(channels))
     features.add_module("stem", stem)
     c = channels
-    for s in range(3):
+    for s in range(stages):
         if s:
             features.add_module(f"reduction{s}", ResidualReduction(c, 2 * c))
             c *= 2
@@ -142,7 +143,8 @@ def nb201_network(arch: Sequence[int], num_classes: int = 10, in_chans: int = 3,
     head = nn.Sequential()
     head.add_module("pool", GlobalAvgPool2d())
     head.add_module("fc", nn.Linear(c, num_classes))
-    model = Network(features, head, ["stem", "stage1", "stage2", "stage3", "lastact"],
+    model = Network(features, head,
+                    ["stem"] + [f"stage{s + 1}" for s in range(stages)] + ["lastact"],
                     num_classes)
     return init_weights(model, linear_std=None)
 
@@ -165,13 +167,17 @@ class NB201Space(Space):
     first stage, 16) and ``cells`` (N per stage, 5) of the built network."""
 
     name = "nb201"
-    OPTIONS = ("channels", "cells")
+    OPTIONS = ("channels", "cells", "stages")
     OPS = OPS
     EDGES = EDGES
 
-    def __init__(self, channels: int = 16, cells: int = 5):
+    def __init__(self, channels: int = 16, cells: int = 5, stages: int = 3):
         self.channels = _check_int("channels", channels)
         self.cells = _check_int("cells", cells)
+        self.stages = _check_int("stages", stages)
+        if self.stages > 3:
+            raise SearchError(f"the NAS-Bench-201 skeleton has at most 3 stages, not "
+                              f"{stages!r}.")
 
     def decisions(self) -> list[tuple[str, int]]:
         return [(f"{j}<-{i}", len(OPS)) for j, i in EDGES]
@@ -247,7 +253,8 @@ class NB201Space(Space):
 
     def build(self, arch, num_classes: int = 10, in_chans: int = 3):
         arch = self.check(arch)
-        model = nb201_network(arch, num_classes, in_chans, self.channels, self.cells)
+        model = nb201_network(arch, num_classes, in_chans, self.channels, self.cells,
+                              self.stages)
         model.input_size = self.input_size(arch)
         model.model_name = "nb201 " + self.encode(arch)
         return model

@@ -23,6 +23,8 @@ The spaces (see their modules):
     mobile  a MobileNet / EfficientNet macro space: per stage width, depth, kernel,
             expansion and squeeze-excitation, and the input resolution; compound scaling
             of EfficientNet-B0 lies inside it (space_mobile.py)
+    plain   plain CNNs in the layer-pattern language: per stage the width, depth and
+            kernel of [CONVk-w -> BN -> RELU]*d, max pools between (space_plain.py)
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from typing import Any, Iterator, Sequence
 
 from ..errors import SearchError
 
-SPACES = ("nb201", "nasnet", "mobile")
+SPACES = ("nb201", "nasnet", "mobile", "plain")
 
 
 def parse_error(reason: str, text: str, pos: int, length: int = 1) -> SearchError:
@@ -178,11 +180,13 @@ def _check_int(name: str, value, low: int = 1) -> int:
 def space(name: str, **options) -> Space:
     """The search space ``name`` (one of :data:`SPACES`), configured by ``options``:
 
-    * ``nb201``: ``channels`` (16), ``cells`` per stage (5);
+    * ``nb201``: ``channels`` (16), ``cells`` per stage (5), ``stages`` (3; fewer keep only
+      the first stages, for small images);
     * ``nasnet``: ``blocks`` (5), ``config`` ('N @ F', '2 @ 96'), ``stem`` ('cifar'),
       ``stem_filters`` (3 x F / 24);
     * ``mobile``: ``max_phi`` (4: the largest compound-scaling step inside the space),
-      ``resolutions``, ``width_mults``.
+      ``resolutions``, ``width_mults``;
+    * ``plain``: ``stages`` (2), ``widths``, ``depths``, ``kernels``, ``input`` ((1, 8, 8)).
     """
     if not isinstance(name, str) or name.strip().lower() not in SPACES:
         raise SearchError(f"unknown search space {name!r}; the spaces are "
@@ -192,6 +196,8 @@ def space(name: str, **options) -> Space:
         from .space_nb201 import NB201Space as cls
     elif key == "nasnet":
         from .space_nasnet import NASNetSpace as cls
+    elif key == "plain":
+        from .space_plain import PlainSpace as cls
     else:
         from .space_mobile import MobileSpace as cls
     try:
@@ -206,8 +212,8 @@ def space(name: str, **options) -> Space:
 
 def find_space(text: str, **options) -> tuple[Space, tuple]:
     """The space an architecture string belongs to, and its arch: ``|op~i|+...`` is nb201,
-    ``... normal: ... | reduction: ...`` nasnet (B read from the string), anything else
-    mobile. ``options`` configure the space found. Errors are the space's own (with a caret)."""
+    ``... normal: ... | reduction: ...`` nasnet (B read from the string), ``[CONV...`` or
+    ``INPUT(...`` plain (its stages counted), anything else mobile. ``options`` configure the space found. Errors are the space's own (with a caret)."""
     text = check_text(text, "search-space")
     stripped = text.strip()
     if stripped.startswith("|"):
@@ -217,6 +223,10 @@ def find_space(text: str, **options) -> tuple[Space, tuple]:
         if "blocks" not in options:
             normal = stripped.split("normal", 1)[1].split("|", 1)[0].split("->", 1)[0]
             options = {**options, "blocks": min(20, normal.count(";") + 1)}
+    elif stripped.startswith("[") or stripped.upper().startswith("INPUT"):
+        name = "plain"
+        if "stages" not in options:
+            options = {**options, "stages": max(1, min(6, stripped.upper().count("POOL2") + 1))}
     else:
         name = "mobile"
     sp = space(name, **options)
