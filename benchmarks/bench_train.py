@@ -23,6 +23,9 @@ dense 128 ReLU, dense 10; Adam lr 1e-3; batch 256; 48,000 images of 1x28x28):
   augp   the same, the next batch prepared by a background thread while the current
          step runs (``BatchStream(prefetch=True)``): the same batches, bit for bit;
   augw   ``augp`` with Simard's elastic warping added (``slides,elastic=34:4``);
+  augt   ``augp`` with the preparing thread's kernels at torch's process-wide thread count
+         (as before ``speed.single_threaded_worker``): they start an OpenMP team of their
+         own, and libgomp, over its core count, changes how it spin-waits;
   fasti  ``fast`` with an idle thread that holds an OpenMP team alive during the epoch, as
          ``augp``'s thread does: on a machine other processes keep busy, libgomp then
          throttles its barrier spin-waiting, which changes the step far more than the
@@ -255,6 +258,22 @@ class ElasticThreadPath(AugThreadPath):
     spec = "slides,elastic=34:4"
 
 
+class TeamThreadPath(AugThreadPath):
+    """``augp`` with the preparing thread left at torch's process-wide thread count, so its
+    kernels start an OpenMP (and MKL) team of their own beside the training thread's: what
+    BatchStream's prefetch did before :func:`deeparch.train.speed.single_threaded_worker`."""
+    name = "augt"
+
+    def run(self, epochs: int) -> float:
+        from deeparch.train import speed
+        keep = speed.single_threaded_worker
+        speed.single_threaded_worker = lambda: False
+        try:
+            return super().run(epochs)
+        finally:
+            speed.single_threaded_worker = keep
+
+
 class IdleTeamPath(FastPath):
     """``fast`` with an idle thread alive during the epoch that holds an OpenMP team (as
     the prefetching thread does): the baseline for ``augp`` / ``augw`` that changes only
@@ -396,7 +415,7 @@ def ablation_table(results, steps: int) -> list[str]:
 
 PATHS = {"keras": KerasPath, "plain": PlainPath, "fast": FastPath, "fit": FitPath,
          "aug": AugPath, "augp": AugThreadPath, "augw": ElasticThreadPath,
-         "fasti": IdleTeamPath}
+         "fasti": IdleTeamPath, "augt": TeamThreadPath}
 
 
 def available(name: str) -> str | None:
@@ -406,7 +425,7 @@ def available(name: str) -> str | None:
             import keras  # noqa: F401
         elif name == "fit":
             from deeparch.train import fit  # noqa: F401
-        elif name in ("aug", "augp", "augw"):
+        elif name in ("aug", "augp", "augw", "augt"):
             from deeparch.data.augment import Augment  # noqa: F401
             from deeparch.train.speed import BatchStream
             if name != "aug" and "prefetch" not in BatchStream.__init__.__code__.co_varnames:
@@ -451,6 +470,7 @@ def table(results: dict[str, list[tuple[float, float]]], epochs: int,
     for k, what, base in (("aug", "serial (prepared in the training thread)", "fast"),
                           ("augp", "prefetched (prepared by a background thread)", "fast"),
                           ("augw", "prefetched, with elastic warping 34:4 added", "fast"),
+                          ("augt", "prefetched by a thread with its own OpenMP team", "fast"),
                           ("augp", "prefetched", "fasti"),
                           ("augw", "prefetched, with elastic warping", "fasti")):
         if k in med and base in med:
@@ -591,7 +611,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--paths", default="keras,plain,fast,fit,aug,augp,augw",
-                    help="comma-separated subset of keras,plain,fast,fit,aug,augp,augw,fasti")
+                    help="comma-separated subset of keras,plain,fast,fit,aug,augp,augw,fasti,"
+                         "augt")
     ap.add_argument("--n", type=int, default=N_TRAIN, help="training images")
     ap.add_argument("--threads", default="0",
                     help="torch threads; a comma list (e.g. 1,2) times every path at each "

@@ -123,6 +123,32 @@ def test_smoothing_matrix_is_the_zero_padded_convolution():
         np.testing.assert_allclose(got.numpy(), direct_smooth(f.numpy(), sigma), atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["drawn", "contiguous"])
+def test_warped_grid_is_the_base_plus_the_displacement(dtype, layout):
+    """The fused grid (three GEMMs, the base added by the last one) against the plain sum:
+    the affine base plus each plane's scaled, swapped displacement component."""
+    n, h, w = 3, 9, 13
+    field = E.random_field(n, h, w, generator=torch.Generator().manual_seed(4)).to(dtype)
+    if layout == "contiguous":                      # a user's own (N, 2, H, W) tensor
+        field = field.contiguous()
+    row = torch.rand(n, 2, dtype=dtype)
+    rest = torch.rand(n, 2, w, dtype=dtype)
+    scale = (0.3, -1.7)
+    got = E.warped_grid(field, 5.0, 1.2, row, rest, scale, cache={})
+    assert got.shape == (h, n, 2, w) and got.dtype == dtype
+    d = E.elastic_displacement(field.double(), 5.0, 1.2)         # (N, 2, H, W) rows, cols
+    i = torch.arange(h, dtype=torch.float64).view(1, h, 1)
+    for plane, comp in ((0, 1), (1, 0)):
+        want = (row[:, plane].double().view(n, 1, 1) * i + rest[:, plane].double().view(n, 1, w)
+                + scale[plane] * d[:, comp])
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        np.testing.assert_allclose(got[:, :, plane, :].permute(1, 0, 2).double().numpy(),
+                                   want.numpy(), atol=tol)
+    with pytest.raises(DataError, match="2 components"):
+        E.warped_grid(field[:, :1], 5.0, 1.2, row, rest)
+
+
 # ------------------------------------------------------------ invariants
 def test_alpha_zero_is_the_identity():
     off = Augment(elastic=(0.0, 4.0))

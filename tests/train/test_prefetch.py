@@ -134,3 +134,37 @@ def test_training_and_resume_are_bit_identical_with_and_without_the_thread(tmp_p
         assert all(torch.equal(ref[k], sd[k]) for k in ref)
         assert [e["loss"] for e in t.history] == [e["loss"] for e in serial.history]
     assert not _workers()
+
+
+def test_the_preparing_thread_runs_its_kernels_alone():
+    """The worker's OpenMP (and MKL) count is 1, so it starts no team of its own beside the
+    training thread's; the training thread and torch's process-wide count keep theirs."""
+    runtimes = speed._thread_runtimes()
+    if not runtimes or runtimes[0][0] != "openmp":
+        pytest.skip("no OpenMP runtime found in this process (the worker then keeps torch's "
+                    "thread count, and prefetching still gives the serial batches)")
+    omp_max = runtimes[0][2]
+    seen = []
+
+    def record(batch, gen):
+        seen.append((threading.current_thread().name, omp_max()))
+        return batch
+
+    x, y = _data()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        list(BatchStream(x, y, 16, augment=record, prefetch=True))
+        assert seen and all(name.startswith("deeparch-batches") and n == 1 for name, n in seen)
+        assert torch.get_num_threads() == 2 and omp_max() == 2      # this thread: unchanged
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_without_a_known_runtime_the_thread_still_gives_the_serial_batches(monkeypatch):
+    monkeypatch.setattr(speed, "_RUNTIMES", [])
+    assert speed.single_threaded_worker() is False
+    x, y = _data()
+    kw = dict(seed=1, augment=augment_from_spec("slides"))
+    assert _equal(list(BatchStream(x, y, 16, prefetch=True, **kw)),
+                  list(BatchStream(x, y, 16, prefetch=False, **kw)))

@@ -672,13 +672,13 @@ class Augment(nn.Module):
         if m is None:                       # an elastic field alone: the identity matrix
             m = torch.zeros(n, 2, 3, dtype=torch.float64)
             m[:, 0, 0] = m[:, 1, 1] = 1.0
-        disp = None
+        warp = None
         if params.elastic is not None:
             if tuple(params.elastic.shape) != (n, 2, h, w):
                 raise DataError(f"the elastic field has shape {tuple(params.elastic.shape)} "
                                 f"but the batch needs ({n}, 2, {h}, {w}).")
-            disp = self.displacement(params)
-            disp = disp.to(x.device, x.dtype)
+            _elastic.check_elastic(*self.elastic, h, w)
+            warp = (params.elastic.to(x.device), *self.elastic, self._elastic_cache)
         mode = self.interpolation
         if mode == "bilinear" and self._integer_only(params):
             mode = "nearest"   # whole-pixel moves: exact, and cheaper than bilinear
@@ -691,7 +691,7 @@ class Augment(nn.Module):
         if fill == "wrap":
             # wrap the sampling positions into [0, size) and sample a copy of the image
             # padded by one wrapped pixel, so that bilinear taps across the seam are right
-            grid = _grid(coef, h, w, x, disp)              # disp in pixels
+            grid = _grid(coef, h, w, x, warp)              # the warp in pixels
             grid = torch.remainder(grid, size.to(x.device, x.dtype)).add_(1.0)
             grid = grid.mul_((2.0 / (size + 2)).to(x.device, x.dtype)).add_(
                 (1.0 / (size + 2) - 1.0).to(x.device, x.dtype))
@@ -699,7 +699,7 @@ class Augment(nn.Module):
         else:
             coef = coef * (2.0 / size).view(1, 2, 1)
             coef[:, :, 2] += 1.0 / size - 1.0
-            grid = _grid(coef, h, w, x, disp, (2.0 / w, 2.0 / h))   # pixels -> normalised
+            grid = _grid(coef, h, w, x, warp, (2.0 / w, 2.0 / h))   # pixels -> normalised
         if fill == "constant" and self.cval != 0.0:
             out = F.grid_sample(x - self.cval, grid, mode=mode, padding_mode="zeros",
                                 align_corners=False)
@@ -717,28 +717,33 @@ class Augment(nn.Module):
         return True
 
 
-def _grid(coef: Tensor, h: int, w: int, like: Tensor, disp: Tensor | None = None,
+def _grid(coef: Tensor, h: int, w: int, like: Tensor, warp: tuple | None = None,
           scale: tuple[float, float] = (1.0, 1.0)) -> Tensor:
     """(N, H, W, 2) grid ``coef[:, k, 0] * row + coef[:, k, 1] * col + coef[:, k, 2]``
-    (plus ``scale[k] *`` the elastic displacement ``disp`` (N, 2, H, W) in (row, col)
-    order: grid plane 0 is x = col, plane 1 is y = row).
+    (grid plane 0 is x = col, plane 1 is y = row), plus, with ``warp = (field, alpha,
+    sigma, cache)``, ``scale[k] *`` the elastic displacement of ``field`` (N, 2, H, W).
 
-    Each of the two planes is one broadcast add (N, H, 1) + (N, 1, W) written straight
-    into the strided output: ~3x faster on CPU than a broadcast over a trailing dim of
-    2 or a ``torch.stack``, and ~10x faster than ``F.affine_grid``'s batched matmul.
-    A displacement plane costs one more contiguous pass.
+    Each plane is one broadcast add (N, H, 1) + (N, 1, W) written straight into the
+    output: ~3x faster on CPU than a broadcast over a trailing dim of 2 or a
+    ``torch.stack``, and ~10x faster than ``F.affine_grid``'s batched matmul. With a warp
+    the whole grid comes out of the smoothing's GEMMs
+    (:func:`deeparch.data.elastic.warped_grid`), stored (H, N, 2, W) and returned as the
+    (N, H, W, 2) view that ``grid_sample`` reads as fast as a contiguous grid.
     """
     n = coef.shape[0]
     coef = coef.to(like.device, like.dtype)
-    rows = torch.arange(h, device=like.device, dtype=like.dtype).view(1, h, 1)
     cols = torch.arange(w, device=like.device, dtype=like.dtype).view(1, 1, w)
+    if warp is not None:
+        field, alpha, sigma, cache = warp
+        rest = torch.addcmul(coef[:, :, 2:3], coef[:, :, 1:2], cols)       # (N, 2, W)
+        store = _elastic.warped_grid(field.to(like.dtype), alpha, sigma, coef[:, :, 0], rest,
+                                     scale, cache)
+        return store.permute(1, 0, 3, 2)
+    rows = torch.arange(h, device=like.device, dtype=like.dtype).view(1, h, 1)
     grid = torch.empty(n, h, w, 2, device=like.device, dtype=like.dtype)
     for k in range(2):
         c = coef[:, k].view(n, 3, 1, 1)
-        first = c[:, 0] * rows
-        if disp is not None:
-            first = torch.add(first, disp[:, 1 - k], alpha=scale[k])
-        torch.add(first, torch.addcmul(c[:, 2], c[:, 1], cols), out=grid[..., k])
+        torch.add(c[:, 0] * rows, torch.addcmul(c[:, 2], c[:, 1], cols), out=grid[..., k])
     return grid
 
 

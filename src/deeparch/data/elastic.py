@@ -36,7 +36,7 @@ from torch import Tensor
 from ..errors import DataError
 
 __all__ = ["TRUNCATE", "MIN_SIZE", "MAX_SIDE", "gaussian_kernel", "smoothing_matrix",
-           "check_elastic", "random_field", "elastic_displacement"]
+           "check_elastic", "random_field", "elastic_displacement", "warped_grid"]
 
 TRUNCATE = 4.0
 """The Gaussian is cut at this many sigmas (scipy.ndimage.gaussian_filter's default)."""
@@ -117,33 +117,77 @@ def random_field(n: int, height: int, width: int, generator: torch.Generator | N
     return out.add_(0.5).mul_(1.0 / 32768.0).permute(1, 2, 0, 3)
 
 
-def elastic_displacement(field: Tensor, alpha: float, sigma: float,
-                         cache: dict | None = None) -> Tensor:
-    """``alpha * (Gaussian(sigma) * field)``: (N, 2, H, W) displacements in pixels, in
-    ``field``'s dtype (float32 or float64) and device. ``cache`` (a dict) keeps the two
-    smoothing matrices for the next call with the same sizes."""
-    n, two, h, w = field.shape
-    if two != 2:
-        raise DataError(f"an elastic field has 2 components (rows, columns) per pixel, got "
-                        f"a tensor of shape {tuple(field.shape)}.")
-    dtype = field.dtype if field.dtype in (torch.float32, torch.float64) else torch.float32
-    key = (h, w, float(alpha), float(sigma), field.device, dtype)
+def _matrices(h: int, w: int, alpha: float, sigma: float, device, dtype,
+              cache: dict | None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(alpha * G_H, G_W^T, [G_H | rows | 1])`` from ``cache`` when it has them: the two
+    smoothing matrices, and G_H widened by the row index and a column of ones (H x (H + 2)),
+    with which one GEMM both smooths along the columns and adds an affine grid's base."""
+    key = (h, w, float(alpha), float(sigma), device, dtype)
     mats = cache.get(key) if cache is not None else None
     if mats is None:
         # alpha is folded into the column pass (left-multiplied); the row pass right-
         # multiplies by the transpose (the matrix is symmetric, but say what is meant)
-        gh = smoothing_matrix(h, sigma, alpha).to(field.device, dtype)
-        gw = smoothing_matrix(w, sigma).T.contiguous().to(field.device, dtype)
-        mats = (gh, gw)
+        g = smoothing_matrix(h, sigma)
+        gh = (g * float(alpha)).to(device, dtype)
+        gw = smoothing_matrix(w, sigma).T.contiguous().to(device, dtype)
+        wide = torch.cat([g, torch.arange(h, dtype=g.dtype).view(h, 1),
+                          torch.ones(h, 1, dtype=g.dtype)], 1).to(device, dtype)
+        mats = (gh, gw, wide)
         if cache is not None:
             if len(cache) >= 8:
                 cache.clear()
             cache[key] = mats
-    gh, gw = mats
+    return mats
+
+
+def _layout(field: Tensor) -> tuple[Tensor, torch.dtype]:
+    """``field`` (N, 2, H, W) as its contiguous (H, N, 2, W) storage (no copy when it is
+    :func:`random_field`'s own), float32 or float64."""
+    if field.dim() != 4 or field.shape[1] != 2:
+        raise DataError(f"an elastic field has 2 components (rows, columns) per pixel, got "
+                        f"a tensor of shape {tuple(field.shape)}.")
+    dtype = field.dtype if field.dtype in (torch.float32, torch.float64) else torch.float32
+    return field.permute(2, 0, 1, 3).to(dtype).contiguous(), dtype
+
+
+def elastic_displacement(field: Tensor, alpha: float, sigma: float,
+                         cache: dict | None = None) -> Tensor:
+    """``alpha * (Gaussian(sigma) * field)``: (N, 2, H, W) displacements in pixels, in
+    ``field``'s dtype (float32 or float64) and device. ``cache`` (a dict) keeps the
+    smoothing matrices for the next call with the same sizes."""
+    n, _, h, w = field.shape
+    s, dtype = _layout(field)
+    gh, gw, _ = _matrices(h, w, alpha, sigma, field.device, dtype, cache)
     # In the layout (H, N, 2, W) both passes are one GEMM each over the whole batch: W is
     # innermost (right-multiply by G_W^T), H outermost (left-multiply by G_H): no batched
     # small products, no transposes. random_field draws in this layout already.
-    s = field.permute(2, 0, 1, 3).to(dtype).contiguous()
     a = s.view(h * n * 2, w) @ gw                             # along each row (W)
     b = gh @ a.view(h, n * 2 * w)                             # along each column (H)
     return b.view(h, n, 2, w).permute(1, 2, 0, 3)
+
+
+def warped_grid(field: Tensor, alpha: float, sigma: float, row_coef: Tensor,
+                rest: Tensor, scale: tuple[float, float] = (1.0, 1.0),
+                cache: dict | None = None) -> Tensor:
+    """A sampling grid with the elastic displacement of ``field`` (N, 2, H, W) added, stored
+    (H, N, 2, W): plane 0 holds the x (column) coordinates, plane 1 the y (row) ones, as
+    ``grid_sample`` reads them from the view ``grid.permute(1, 0, 3, 2)``.
+
+    Plane ``k`` at row ``i``, column ``j`` of image ``n`` is
+    ``row_coef[n, k] * i + rest[n, k, j] + scale[k] * d[n, 1 - k, i, j]`` with ``d`` what
+    :func:`elastic_displacement` returns (``row_coef`` (N, 2) and ``rest`` (N, 2, W) give
+    an affine grid's base). Three GEMMs and no other pass over the grid: the row pass of
+    the smoothing writes the two components, swapped and scaled, into the grid's planes;
+    the column pass is ONE product with ``[G_H | rows | 1]``, whose two extra columns add
+    the base from two more rows of its right-hand side (where ``row_coef`` and ``rest``
+    are written), so the base is never a pass of its own."""
+    n, _, h, w = field.shape
+    s, dtype = _layout(field)
+    gh, gw, wide = _matrices(h, w, 1.0, sigma, field.device, dtype, cache)
+    rhs = torch.empty(h + 2, n, 2, w, device=field.device, dtype=dtype)
+    for plane, comp in ((0, 1), (1, 0)):          # x <- column displacement, y <- row
+        rhs[:h, :, plane, :].flatten(0, 1).addmm_(s[:, :, comp, :].flatten(0, 1), gw,
+                                                  beta=0.0, alpha=float(alpha * scale[plane]))
+    rhs[h].copy_(row_coef.to(dtype).view(n, 2, 1).expand(n, 2, w))
+    rhs[h + 1].copy_(rest.to(dtype))
+    return (wide @ rhs.view(h + 2, n * 2 * w)).view(h, n, 2, w)

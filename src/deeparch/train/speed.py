@@ -24,15 +24,16 @@ tables), what the step cost and what removed it:
   fresh pages in on the next step (:func:`retain_freed_memory`).
 
 Online augmentation (issue 13): ``BatchStream(prefetch=)`` prepares the next batch in a
-background thread; bit-identical batches, used by ``'auto'`` where a core is free beside
-torch's threads. Measured on the shared 2-core machine (other sessions held 1-1.5 of its
-cores): at 2 torch threads the prefetched slides-augmented epoch (and with elastic
-warping) cost the same as an un-augmented one run under the same OpenMP conditions
-(-1% / -0%; serial augmentation +19-26%). The thread has a side effect larger than the
-overlap: a live thread with its own OpenMP team puts libgomp over its core count, so it
-throttles its barrier spin-waiting: with an *idle* such thread the 2-thread step got
-5.7x faster on the busy machine and 0.57x as fast on a quiet one
-(``bench_train.py --omp-team-ab``), which is why ``'auto'`` wants a free core.
+background thread; bit-identical batches. The thread runs its kernels on itself alone
+(:func:`single_threaded_worker`): with torch's own thread count it started an OpenMP team
+of its own, which put libgomp over its core count and changed how the training thread's
+team spin-waits (the step got 0.57x as fast on the quiet 2-core machine, 5.7x faster on a
+busy one). Measured on the quiet 2-core machine (``bench_train.py --paths
+fast,aug,augp,augt --repeats 15 --n 5120``, medians of per-repeat ratios against no
+augmentation): with 1 torch thread, serial +5.4%, prefetched +2.2%; with 2 torch threads,
+serial +6.1%, prefetched +5.5% (a thread with its own team: +11.1%). So ``'auto'`` uses the
+thread where a core is free beside torch's threads; with every core running torch there
+is no idle core to hide the work in, and the serial path costs the same.
 
 Not used, measured: bf16 (the probe passes on this CPU, but bf16 convolutions run 4x
 slower than fp32, so :func:`autocast` stays off on CPU); ``torch.compile`` of the
@@ -109,18 +110,16 @@ class BatchStream:
     thread while the caller trains on the current one - the course notes' "use a different
     CPU thread to make distorted mini-batches while you are training". The thread draws
     from the same generator in the same order, so the batches are bit-identical to the
-    serial path's (and a resumed run stays bit-identical). ``True`` always (any augment
-    callable; it must draw only from the generator it is given), ``False`` never,
-    ``'auto'`` (the default) where it pays: on CPU, with a :class:`deeparch.data.augment.
-    Augment`, when this process may use more cores (``os.sched_getaffinity``) than torch
-    has threads, so that a core is left for the preparing thread; otherwise the serial
-    path. Why not always: the thread holds an OpenMP team of its own, which puts libgomp
-    over its core count, and it then throttles its barrier spin-waiting: on the 2-core
-    machine with 2 torch threads that made the step 0.57x as fast when the machine was
-    quiet (and 5.7x faster while other processes kept it busy) - see
-    ``benchmarks/RESULTS.md``. On CUDA
-    batches are prepared serially (augmentation kernels are queued asynchronously on the
-    stream anyway; a side-stream path is not written, as it could not be tested here).
+    serial path's (and a resumed run stays bit-identical); its kernels run on that thread
+    alone (:func:`single_threaded_worker`), so it starts no OpenMP team beside the training
+    thread's. ``True`` always (any augment callable; it must draw only from the generator it
+    is given), ``False`` never, ``'auto'`` (the default) where it pays: on CPU, with a
+    :class:`deeparch.data.augment.Augment`, when this process may use more cores
+    (``os.sched_getaffinity``) than torch has threads, so that a core is left for the
+    preparing thread; otherwise the serial path, which costs the same when every core runs
+    torch (``benchmarks/RESULTS.md``). On CUDA batches are prepared serially (augmentation
+    kernels are queued asynchronously on the stream anyway; a side-stream path is not
+    written, as it could not be tested here).
 
     Distributed: ``batch_size`` is per process. The global batch of ``batch_size *
     world_size`` samples follows the order one process with that batch size would use;
@@ -251,7 +250,8 @@ class BatchStream:
         thread at a time, in the serial order. Errors raised while preparing a batch are
         raised here, at that batch; leaving early waits for the batch in preparation."""
         order = iter(self.batch_indices())
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deeparch-batches")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deeparch-batches",
+                                  initializer=single_threaded_worker)
         pending = None
         try:
             idx = next(order, None)
@@ -265,6 +265,67 @@ class BatchStream:
             if pending is not None:
                 pending.cancel()
             pool.shutdown(wait=True)
+
+
+_RUNTIMES: list | None = None
+
+
+def _thread_runtimes() -> list:
+    """The per-thread thread-count setters of the loaded parallel runtimes, as
+    ``(name, setter, getter)``: OpenMP's ``omp_set_num_threads`` (libgomp or Intel's
+    libiomp5, whichever torch loaded; it sets the *calling thread's* nthreads-var) and MKL's
+    ``MKL_Set_Num_Threads_Local`` (its documented C entry, by value; the lower-case names
+    are the Fortran ones, by reference) where torch's library exports it. Linux only (the
+    loaded libraries are read from /proc/self/maps); an empty list elsewhere."""
+    global _RUNTIMES
+    if _RUNTIMES is not None:
+        return _RUNTIMES
+    found: list = []
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so")
+                     or ".so." in line}
+        omp = sorted(p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp5")))
+        if omp:
+            lib = ctypes.CDLL(omp[0])
+            lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+            lib.omp_set_num_threads.restype = None
+            lib.omp_get_max_threads.restype = ctypes.c_int
+            found.append(("openmp", lib.omp_set_num_threads, lib.omp_get_max_threads))
+        cpu = [p for p in paths if os.path.basename(p) == "libtorch_cpu.so"]
+        if cpu:
+            lib = ctypes.CDLL(cpu[0])
+            fn = getattr(lib, "MKL_Set_Num_Threads_Local", None)
+            if fn is not None:
+                fn.argtypes = [ctypes.c_int]
+                fn.restype = ctypes.c_int
+                found.append(("mkl", fn, None))
+    except (OSError, AttributeError, IndexError):
+        found = []
+    _RUNTIMES = found
+    return found
+
+
+def single_threaded_worker() -> bool:
+    """Make the torch kernels that the *calling* thread runs use that thread alone, leaving
+    every other thread's setting (and ``torch.get_num_threads()``) as it is. Returns whether
+    it could (OpenMP's per-thread setting reads 1 afterwards).
+
+    Why: a second Python thread that runs torch kernels otherwise starts an OpenMP team (and
+    MKL one) of its own beside the training thread's, which puts libgomp over its core count:
+    it then throttles its barrier spin-waiting, and the training step's speed changes for
+    reasons that have nothing to do with the overlap (0.57x on a quiet 2-core machine,
+    ``benchmarks/bench_train.py --omp-team-ab``). torch sets a thread's OpenMP count lazily,
+    from the process-wide one, on that thread's first parallel kernel: a small
+    ``index_select`` (which enters torch's parallel_for without forking) runs first, so that
+    the lazy setting does not undo this one later."""
+    runtimes = _thread_runtimes()
+    if not runtimes or runtimes[0][0] != "openmp":
+        return False
+    torch.arange(8).index_select(0, torch.tensor([1, 2]))      # torch's lazy per-thread init
+    for _, setter, _ in runtimes:
+        setter(1)
+    return runtimes[0][2]() == 1
 
 
 def usable_cores() -> int:
