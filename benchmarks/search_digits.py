@@ -19,7 +19,8 @@ VGG-style network ``INPUT(8x8x1) -> [CONV3-W -> BN -> RELU]*2 -> POOL2 -> [CONV3
 network's (equal or smaller mult-adds), trained the same way with the same seed.
 
     .venv/bin/python benchmarks/search_digits.py [--seeds 5] [--budget 30] [--space plain]
-        [--final-seeds 3] [--max-macs 500000]
+        [--final-seeds 3] [--max-macs 500000] [--proxy-epochs 10] [--metric loss|accuracy]
+    .venv/bin/python benchmarks/search_digits.py --fidelity 20    # the proxies' rank fidelity
 """
 from __future__ import annotations
 
@@ -84,12 +85,46 @@ def final_test(model, proxy: ProxyObjective, seed: int) -> float:
     return 100.0 * float(tr.evaluate(proxy.test)["accuracy"])
 
 
+def fidelity(count: int, proxy_epochs: int = 5, cap: int = 500_000) -> None:
+    """How well the proxies rank final test accuracy: ``count`` random networks of the plain
+    space under the cap, each proxy-trained once (both the accuracy and the loss proxy come
+    from that one training) and trained FINAL_EPOCHS epochs with 2 seeds (mean test %)."""
+    import random
+
+    from scipy.stats import spearmanr
+
+    from deeparch.search.objectives import arch_cost
+    sp = space("plain")
+    proxy = ProxyObjective("digits", epochs=proxy_epochs, batch_size=64, lr=0.01, seed=0,
+                           metric="loss")
+    rng, rows = random.Random(1), []
+    while len(rows) < count:
+        a = sp.sample(rng)
+        if arch_cost(sp, a)["macs"] > cap:
+            continue
+        loss = proxy(sp, a)
+        finals = []
+        for seed in range(2):
+            torch.manual_seed(seed)
+            finals.append(final_test(sp.build(a, 10, 1), proxy, seed))
+        rows.append((proxy.last["val_accuracy"], loss, statistics.mean(finals)))
+        print(f"{sp.encode(a)}  proxy acc {rows[-1][0]:.2f}  -loss {loss:.4f}  test "
+              f"{finals[0]:.2f} / {finals[1]:.2f}", flush=True)
+    acc, loss, test = zip(*rows)
+    print(f"Spearman with the final test accuracy over {count} networks: accuracy proxy "
+          f"{spearmanr(acc, test)[0]:.2f}, loss proxy {spearmanr(loss, test)[0]:.2f}")
+
+
 def main(argv) -> None:
     torch.set_num_threads(1)
+    if "--fidelity" in argv:
+        fidelity(int(argv[argv.index("--fidelity") + 1]))
+        return
     arg = lambda k, d: type(d)(argv[argv.index(k) + 1]) if k in argv else d  # noqa: E731
     seeds, budget = arg("--seeds", 5), arg("--budget", 30)
     which = arg("--space", "plain")
     options, proxy_epochs, metric, cap = SETUPS[which]
+    proxy_epochs, metric = arg("--proxy-epochs", proxy_epochs), arg("--metric", metric)
     final_seeds = arg("--final-seeds", FINAL_SEEDS if which == "plain" else 1)
     cap = arg("--max-macs", cap or 0) or None
     sp = space(which, **options)
@@ -121,7 +156,7 @@ def main(argv) -> None:
                 torch.manual_seed(seed)
                 haccs.append(final_test(from_pattern(pattern), proxy, seed))
             acc, hacc = statistics.mean(accs), statistics.mean(haccs)
-            rows[name].append({"seed": r.seed, "arch": r.best, "proxy": round(r.best_score, 2),
+            rows[name].append({"seed": r.seed, "arch": r.best, "proxy": round(r.best_score, 4),
                                "macs": m, "test": round(acc, 2), "tests": [round(a, 2) for a in accs],
                                "hand": pattern, "hand_macs": hm, "hand_test": round(hacc, 2),
                                "hand_tests": [round(a, 2) for a in haccs]})
