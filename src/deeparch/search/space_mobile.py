@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import SearchError
 from .scaling import ALPHA, BETA, round_filters, round_repeats, scale
-from .spaces import Space, _check_int, check_text, parse_error
+from .spaces import Space, _check_int, check_text, option_index, parse_error
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (1, 3, 4, 6)
@@ -113,13 +113,8 @@ class MobileSpace(Space):
         return flat
 
     def to_decisions(self, arch) -> list[int]:
-        out = []
-        for (name, opts), v in zip(self._options, self._flat(arch)):
-            if v not in opts:
-                raise SearchError(f"{name} {v!r} is not among this space's options "
-                                  f"{', '.join(map(str, opts))}.")
-            out.append(opts.index(v))
-        return out
+        return [option_index(name, v, opts)
+                for (name, opts), v in zip(self._options, self._flat(arch))]
 
     # -- compound scaling -----------------------------------------------------------------
     def from_scaling(self, phi: float = 0) -> tuple:

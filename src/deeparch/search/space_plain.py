@@ -25,7 +25,7 @@ import re
 from typing import Iterator, Sequence
 
 from ..errors import SearchError
-from .spaces import Space, _check_int, check_text, parse_error
+from .spaces import Space, _check_int, check_text, option_index, parse_error
 
 WIDTHS = (8, 12, 16, 24, 32, 48, 64)
 DEPTHS = (1, 2, 3)
@@ -127,14 +127,9 @@ class PlainSpace(Space):
         return stages
 
     def to_decisions(self, arch) -> list[int]:
-        out = []
-        for s, st in enumerate(self._structure(arch), 1):
-            for label, opts, v in zip(("width", "depth", "kernel"), self._lists(), st):
-                if v not in opts:
-                    raise SearchError(f"stage{s}.{label} {v} is not among this space's options "
-                                      f"{', '.join(map(str, opts))}.")
-                out.append(opts.index(v))
-        return out
+        return [option_index(f"stage{s}.{label}", v, opts)
+                for s, st in enumerate(self._structure(arch), 1)
+                for label, opts, v in zip(("width", "depth", "kernel"), self._lists(), st)]
 
     def check(self, arch) -> tuple:
         if isinstance(arch, str):

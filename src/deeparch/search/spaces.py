@@ -45,6 +45,15 @@ def parse_error(reason: str, text: str, pos: int, length: int = 1) -> SearchErro
     return SearchError(f"{reason}\n  {shown}\n  {caret}")
 
 
+def option_index(label: str, value: Any, options: Sequence) -> int:
+    """Where ``value`` is in ``options`` (a decision's choices), or a SearchError naming
+    the decision and listing them."""
+    if value not in options:
+        raise SearchError(f"{label} {value!r} is not among this space's options "
+                          f"{', '.join(map(str, options))}.")
+    return list(options).index(value)
+
+
 def check_text(text: Any, what: str, limit: int = 20_000) -> str:
     """``text`` as a string of bounded length, or a SearchError."""
     if not isinstance(text, str):
