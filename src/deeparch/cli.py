@@ -109,12 +109,13 @@ def _arch_target(args):
     """``--arch STRING|FILE --space SPACE``: the architecture built on the meta device."""
     import torch
 
-    from .search.loop import get_space, read_arch
+    from .search.loop import read_arch_spec, space_for_arch
     if args.model or args.option:
         raise ModelOptionError("give either a MODEL or --arch, not both (an architecture "
                                "string fixes the network; -o does not apply).")
-    space = get_space(args.space)
-    arch = space.decode(read_arch(args.arch))
+    text, spec = read_arch_spec(args.arch)
+    space = space_for_arch(text, spec, args.space)
+    arch = space.decode(text)
     with torch.device("meta"):
         model = space.build(arch)
     return model, tuple(space.input_size(arch))
@@ -329,8 +330,9 @@ def cmd_train(args) -> int:
         if args.arch:                   # a searched architecture: recorded as search:SPACE:ARCH
             if args.model:
                 raise TrainingError("give either a MODEL or --arch, not both.")
-            from .search.loop import arch_model_name, read_arch
-            args.model = arch_model_name(args.space or "nb201", read_arch(args.arch))
+            from .search.loop import arch_model_name, read_arch_spec, space_for_arch
+            text, spec = read_arch_spec(args.arch)
+            args.model = arch_model_name(space_for_arch(text, spec, args.space), text)
         elif args.space:
             raise TrainingError("--space applies to --arch only.")
         if not (args.model or args.from_run) or not args.data:
@@ -1039,8 +1041,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a searched architecture (e.g. best.txt of `deeparch search`) instead "
                         "of MODEL; with --space")
     s.add_argument("--space", choices=("nb201", "nasnet", "mobile", "plain", "scaling"),
-                   default="nb201",
-                   help="the search space of --arch (default nb201)")
+                   help="the search space of --arch (default: the one best.txt records, "
+                        "else the one the string's notation shows)")
     s.set_defaults(func=cmd_summary)
 
     e = sub.add_parser("explain", help="the arithmetic of each layer, step by step",
@@ -1136,7 +1138,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of MODEL: a searched architecture (e.g. best.txt of "
                         "`deeparch search`), with --space")
     t.add_argument("--space", choices=("nb201", "nasnet", "mobile", "plain", "scaling"),
-                   help="the search space of --arch (default nb201)")
+                   help="the search space of --arch (default: the one best.txt records, "
+                        "else the one the string's notation shows)")
     t.add_argument("--data", metavar="NAME|PATH",
                    help="digits, mnist, fashion_mnist, cifar10, cifar100, or a file/folder")
     t.add_argument("--data-dir", metavar="DIR", help="where named data sets live")

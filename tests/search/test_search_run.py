@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from deeparch.cli import main
 from deeparch.errors import SearchError
@@ -101,7 +102,9 @@ def test_search_writes_its_folder(tmp_path, nb201, synthetic):
     assert [r["query"] for r in rows[:15]] == list(range(1, 16))
     assert {r["strategy"] for r in rows} == {"random", "evolution"}
     assert {r["seed"] for r in rows} == {0, 1, 2}
-    best = (out / "best.txt").read_text().strip()
+    header, best = (out / "best.txt").read_text().splitlines()
+    assert header == "# space: nb201"                 # the space it was searched in
+    assert read_arch(str(out / "best.txt")) == best
     assert synthetic.accuracy(nb201.decode(best)) == max(r["score"] for r in rows)
     png = (out / "best_so_far.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -232,6 +235,48 @@ def test_cli_summary_arch(capsys):
     assert "not both" in _err(capsys)
 
 
+def test_space_specs_round_trip():
+    from deeparch.search.loop import space_for_arch, space_from_spec, space_spec
+    from deeparch.search.spaces import space
+    assert space_spec("nb201") == "nb201"
+    for sp in (space("nb201", channels=8, cells=1, stages=2),
+               space("plain", stages=3, widths=(4, 8), input=(3, 16, 16)),
+               space("mobile", max_phi=1, drop_rate=0.1)):
+        spec = space_spec(sp)
+        back = space_from_spec(spec)
+        assert spec.startswith(sp.name + "(") and space_spec(back) == spec
+        assert all(repr(getattr(back, k)) == repr(getattr(sp, k)) for k in sp.OPTIONS)
+    assert space_spec(space("nb201", channels=8)) == "nb201(channels=8)"
+    for bad in ("nb201(channels=os.system('x'))", "nb201(8)", "nb201(", "x" * 3000,
+                "nb201(**{'a': 1})", "nb201(width=3)", "darts"):
+        with pytest.raises(SearchError):
+            space_from_spec(bad)
+    # --space wins over the recorded space when they differ; the notation is the fallback
+    assert space_for_arch(BEST201, "plain(stages=1)", "nb201").name == "nb201"
+    assert space_for_arch(BEST201, "nb201(cells=1)", "nb201").cells == 1
+    assert space_for_arch(BEST201).name == "nb201"
+
+
+def test_cli_train_arch_in_a_small_skeleton(tmp_path, capsys):
+    """A best.txt from a small-skeleton search trains in that skeleton, recorded with it."""
+    from deeparch.search.spaces import space
+    from deeparch.train.run import load_run, read_run_config
+    f = tmp_path / "best.txt"
+    f.write_text("# space: nb201(channels=4, cells=1)\n" + BEST201 + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--arch", str(f), "--data", "digits", "--epochs", "1", "--subset",
+                 "60", "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    assert read_run_config(out)["model"] == "search:nb201(channels=4, cells=1):" + BEST201
+    net, _ = load_run(out)
+    small = space("nb201", channels=4, cells=1).build(BEST201, in_chans=1)
+    assert sum(p.numel() for p in net.parameters()) == \
+        sum(p.numel() for p in small.parameters()) < 20_000
+    capsys.readouterr()
+    f.write_text("# space: nb201(channels=__import__('os'))\n" + BEST201 + "\n")
+    assert main(["summary", "--arch", str(f)]) == 2
+    assert "literal values" in _err(capsys)
+
+
 def test_cli_train_arch(tmp_path, capsys):
     from deeparch.train.run import load_run, read_run_config
     f = tmp_path / "best.txt"
@@ -290,18 +335,26 @@ def test_cli_plain_space_search_summary_train(tmp_path, capsys):
     scored = [r for r in rows if r["query"]]
     assert len(scored) == 3 and all(r["cost"]["macs"] <= 60_000 for r in scored)
     assert all(r["score"] < 0 for r in scored)             # minus a validation loss
-    best = (out / "best.txt").read_text().strip()
+    header, best = (out / "best.txt").read_text().splitlines()
+    assert header == "# space: plain(widths=(4, 8), depths=(1, 2))"
     assert best.startswith("[CONV") and "POOL2" in best
     capsys.readouterr()
-    assert main(["summary", "--arch", str(out / "best.txt"), "--space", "plain",
-                 "--format", "json"]) == 0
+    # no --space: best.txt's header says which space (the pattern would say so too)
+    assert main(["summary", "--arch", str(out / "best.txt"), "--format", "json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["input_size"] == [1, 8, 8] and 0 < d["macs"] <= 60_000
     run = tmp_path / "run"
     assert main(["train", "--arch", best, "--space", "plain", "--data", "digits",
                  "--epochs", "1", "--subset", "60", "--out", str(run), "--no-progress"]) == 0
-    from deeparch.train.run import read_run_config
+    from deeparch.train.run import load_run, read_run_config
     assert read_run_config(run)["model"] == "search:plain:" + best
+    run2 = tmp_path / "run2"
+    assert main(["train", "--arch", str(out / "best.txt"), "--data", "digits", "--epochs",
+                 "1", "--subset", "60", "--out", str(run2), "--no-progress"]) == 0
+    assert read_run_config(run2)["model"] == \
+        "search:plain(widths=(4, 8), depths=(1, 2)):" + best
+    net, _ = load_run(run2)
+    assert net(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
     capsys.readouterr()
     assert main(["summary", "--arch", "[CONV3-8 -> BN -> RELU] -> POOL9 -> [CONV3-8 -> BN -> "
                  "RELU]", "--space", "plain"]) == 2

@@ -11,12 +11,13 @@ cost it saw.
 
 :func:`search` runs several strategies over several seeds, writes ``history.jsonl`` (one
 JSON object per proposal, in order), ``best_so_far.png`` (mean and 10-90 % band of the
-best score found against queries, one curve per strategy), ``best.txt`` (the best
-architecture string; ``deeparch summary --arch`` and ``deeparch train --arch`` read it) and
-``search.json``.
+best score found against queries, one curve per strategy), ``best.txt`` (a ``# space:``
+line, :func:`space_spec` of the space searched, then the best architecture string;
+``deeparch summary --arch`` and ``deeparch train --arch`` read both) and ``search.json``.
 
 An architecture becomes a model that the trainer can record and rebuild through the model
-string ``search:SPACE:ARCH`` (:func:`arch_model_name`, :func:`build_arch_model`).
+string ``search:SPACE:ARCH`` (:func:`arch_model_name`, :func:`build_arch_model`), SPACE
+with the options that differ from the space's defaults (``nb201(channels=8, cells=1)``).
 """
 from __future__ import annotations
 
@@ -53,8 +54,75 @@ def get_space(space, **options):
         raise
 
 
-def read_arch(text: str) -> str:
-    """An architecture string, or the first non-empty line of the file it names."""
+def space_spec(space) -> str:
+    """A space as it is recorded: its name, with the options that differ from the defaults
+    in Python call syntax -- ``'nb201'``, ``"nb201(channels=8, cells=1)"`` --
+    which :func:`space_from_spec` reads back."""
+    space = get_space(space)
+    name = space.name
+    try:
+        default = get_space(name)
+    except SearchError:
+        return name
+    diff = [f"{k}={getattr(space, k)!r}" for k in getattr(space, "OPTIONS", ())
+            if hasattr(space, k) and repr(getattr(space, k)) != repr(getattr(default, k, None))]
+    spec = f"{name}({', '.join(diff)})" if diff else name
+    if ":" in spec or "\n" in spec or len(spec) > MAX_SPEC:
+        raise SearchError(f"the {name} space's options cannot be recorded with an "
+                          f"architecture ({spec[:80]!r}).")
+    return spec
+
+
+MAX_SPEC = 2000
+"""The longest space spec read back (a recorded run's config.json is not trusted)."""
+
+
+def space_from_spec(spec: str):
+    """The Space that :func:`space_spec` wrote: ``'plain'`` or ``"plain(widths=(4, 8))"``
+    (option values are Python literals); a SearchError for anything else."""
+    import ast
+    if not isinstance(spec, str) or not spec.strip() or len(spec) > MAX_SPEC:
+        raise SearchError(f"a search space is written NAME or NAME(option=value, ...), not "
+                          f"{str(spec)[:80]!r}.")
+    text = spec.strip()
+    if "(" not in text:
+        return get_space(text)
+    try:
+        node = ast.parse(text, mode="eval").body
+        ok = (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args
+              and all(kw.arg for kw in node.keywords))
+        options = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords} if ok else {}
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        ok = False
+    if not ok:
+        raise SearchError(f"a search space is written NAME or NAME(option=value, ...) with "
+                          f"literal values, not {text[:80]!r}.")
+    return get_space(node.func.id, **options)
+
+
+def space_for_arch(text: str, spec: str | None = None, name: str | None = None):
+    """The space an architecture string is read in: ``name`` (``--space``) if given, with
+    the options of ``spec`` (a best.txt's recorded space) when that names the same space;
+    else ``spec``'s; else the space the string's own notation shows
+    (:func:`deeparch.search.spaces.find_space`)."""
+    if spec is not None:
+        recorded = space_from_spec(spec)
+        if name is None or name == recorded.name:
+            return recorded
+    if name is not None:
+        return get_space(name)
+    from .spaces import find_space
+    return find_space(text)[0]
+
+
+SPACE_HEADER = "# space: "
+"""best.txt's first line: the space (and its options) the architecture below was searched
+in, so that ``summary --arch`` and ``train --arch`` build the same network."""
+
+
+def read_arch_spec(text: str) -> tuple[str, str | None]:
+    """``(architecture string, recorded space spec or None)``: ``text`` itself, or from the
+    file it names its first non-comment line and its ``# space:`` header."""
     p = Path(text)
     try:
         is_file = len(text) < 4096 and p.is_file()
@@ -63,19 +131,28 @@ def read_arch(text: str) -> str:
     if is_file:
         if p.stat().st_size > 1_000_000:
             raise SearchError(f"{text} is too large to be an architecture file (over 1 MB).")
+        spec = None
         for line in p.read_text(errors="replace").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                return line.strip()
+            if line.startswith(SPACE_HEADER) and spec is None:
+                spec = line[len(SPACE_HEADER):].strip()
+            elif line.strip() and not line.lstrip().startswith("#"):
+                return line.strip(), spec
         raise SearchError(f"{text} holds no architecture string (it is empty).")
-    return text
+    return text, None
+
+
+def read_arch(text: str) -> str:
+    """An architecture string, or the first non-empty line of the file it names."""
+    return read_arch_spec(text)[0]
 
 
 def arch_model_name(space, arch) -> str:
-    """The model string ``search:SPACE:ARCH`` under which the trainer records ``arch``."""
+    """The model string ``search:SPACE:ARCH`` under which the trainer records ``arch``;
+    SPACE is :func:`space_spec` (the options that differ from the defaults included)."""
     space = get_space(space)
     if isinstance(arch, str):
         arch = space.decode(arch)
-    return f"{ARCH_PREFIX}{space.name}:{space.encode(arch)}"
+    return f"{ARCH_PREFIX}{space_spec(space)}:{space.encode(arch)}"
 
 
 def is_arch_model(model: Any) -> bool:
@@ -84,12 +161,18 @@ def is_arch_model(model: Any) -> bool:
 
 def build_arch_model(model: str, num_classes: int = 10, in_chans: int = 3):
     """Build a ``search:SPACE:ARCH`` model string; returns ``(module, space, arch)``."""
+    space, arch = _parse_model(model)
+    return space.build(arch, num_classes=num_classes, in_chans=in_chans), space, arch
+
+
+def _parse_model(model: str):
+    """``search:SPACE:ARCH`` -> ``(space, arch)``."""
     name, sep, text = model[len(ARCH_PREFIX):].partition(":")
     if not sep:
-        raise SearchError(f"an architecture model is written search:SPACE:ARCH, not {model!r}.")
-    space = get_space(name)
-    arch = space.decode(text)
-    return space.build(arch, num_classes=num_classes, in_chans=in_chans), space, arch
+        raise SearchError(f"an architecture model is written search:SPACE:ARCH, not "
+                          f"{model[:120]!r}.")
+    space = space_from_spec(name)
+    return space, space.decode(text)
 
 
 def build_for_training(model: str, num_classes: int, input_size: Sequence[int],
@@ -104,11 +187,7 @@ def build_for_training(model: str, num_classes: int, input_size: Sequence[int],
         raise TrainingError("model options (-o KEY=VALUE) do not apply to a searched "
                             "architecture; the architecture string fixes the network.")
     c, h, w = (int(v) for v in input_size)
-    name, sep, text = model[len(ARCH_PREFIX):].partition(":")
-    if not sep:
-        raise SearchError(f"an architecture model is written search:SPACE:ARCH, not {model!r}.")
-    space = get_space(name)
-    arch = space.decode(text)
+    space, arch = _parse_model(model)
     own = tuple(space.input_size(arch))[1:]
     sizes = [(h, w)] + ([own] if fit_input and own != (h, w) else [])
     last: Exception | None = None
@@ -330,7 +409,7 @@ def search(space, strategies: Sequence[str] | str, objective, budget: int,
                 log(f"[{len(results)}/{total}] {name} seed {seed}: best {r.best_score:.4g} "
                     f"{r.best} ({time.perf_counter() - t0:.1f} s)")
     if out is not None:
-        write_search(results, out, reference=reference)
+        write_search(results, out, reference=reference, space=space)
     return results
 
 
@@ -339,8 +418,9 @@ def _best_overall(results: Sequence[SearchResult]) -> SearchResult:
 
 
 def write_search(results: Sequence[SearchResult], out: str | Path,
-                 reference: float | None = None) -> dict[str, Path]:
-    """Write history.jsonl, best_so_far.png, best.txt and search.json into ``out``."""
+                 reference: float | None = None, space=None) -> dict[str, Path]:
+    """Write history.jsonl, best_so_far.png, best.txt and search.json into ``out``
+    (best.txt starts with a ``# space:`` line naming ``space`` and its options)."""
     from ..io import atomic_path, write_text
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -353,8 +433,9 @@ def write_search(results: Sequence[SearchResult], out: str | Path,
              "best": out / "best.txt", "summary": out / "search.json"}
     write_text(paths["history"], "\n".join(lines) + "\n")
     best = _best_overall(results)
-    write_text(paths["best"], best.best + "\n")
-    summary = {"space": best.space, "objective": best.objective, "budget": best.budget,
+    spec = space_spec(space) if space is not None else None
+    write_text(paths["best"], (f"{SPACE_HEADER}{spec}\n" if spec else "") + best.best + "\n")
+    summary = {"space": spec or best.space, "objective": best.objective, "budget": best.budget,
                "best": best.best, "best_score": best.best_score,
                "best_strategy": best.strategy, "best_seed": best.seed,
                "runs": [r.to_dict() for r in results]}
@@ -426,5 +507,6 @@ def plot_best_so_far(results: Sequence[SearchResult], path, reference: float | N
 
 __all__ = ["ARCH_PREFIX", "SearchResult", "arch_model_name", "build_arch_model",
            "build_for_training", "curves",
-           "get_space", "is_arch_model", "plot_best_so_far", "read_arch", "run", "search",
+           "get_space", "is_arch_model", "plot_best_so_far", "read_arch", "read_arch_spec",
+           "run", "search", "space_for_arch", "space_from_spec", "space_spec",
            "write_search"]
