@@ -23,6 +23,9 @@ dense 128 ReLU, dense 10; Adam lr 1e-3; batch 256; 48,000 images of 1x28x28):
   augp   the same, the next batch prepared by a background thread while the current
          step runs (``BatchStream(prefetch=True)``): the same batches, bit for bit;
   augw   ``augp`` with Simard's elastic warping added (``slides,elastic=34:4``);
+  augi   ``augp`` with the preparing thread scheduled SCHED_IDLE (an experiment);
+  aug1   ``aug`` with the augmentation's kernels on the training thread alone (an
+         experiment: its OpenMP count set to 1 around each call);
   augt   ``augp`` with the preparing thread's kernels at torch's process-wide thread count
          (as before ``speed.single_threaded_worker``): they start an OpenMP team of their
          own, and libgomp, over its core count, changes how it spin-waits;
@@ -258,6 +261,48 @@ class ElasticThreadPath(AugThreadPath):
     spec = "slides,elastic=34:4"
 
 
+class IdleThreadPath(AugThreadPath):
+    """``augp`` with the preparing thread scheduled SCHED_IDLE (Linux): it runs only on a
+    core nothing else wants, e.g. while the training thread's OpenMP team sleeps between
+    parallel regions (an experiment; BatchStream does not do this)."""
+    name = "augi"
+
+    def run(self, epochs: int) -> float:
+        from deeparch.train import speed
+        keep = speed.single_threaded_worker
+
+        def idle_worker():
+            ok = keep()
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return ok
+        speed.single_threaded_worker = idle_worker
+        try:
+            return super().run(epochs)
+        finally:
+            speed.single_threaded_worker = keep
+
+
+class OneThreadAugPath(FastPath):
+    """``aug`` (serial) with the augmentation's kernels run on the training thread alone
+    (its OpenMP count set to 1 around each call, then back): an experiment on whether the
+    small kernels of one batch's augmentation pay for a fork/join of the team."""
+    name = "aug1"
+
+    def __init__(self, images, labels):
+        from deeparch.data.augment import augment_from_spec
+        from deeparch.train import speed
+        inner = augment_from_spec("slides")
+        setter = speed._thread_runtimes()[0][1]
+
+        def one_thread(x, gen):
+            setter(1)
+            try:
+                return inner(x, gen)
+            finally:
+                setter(torch.get_num_threads())
+        super().__init__(images, labels, augment=one_thread)
+
+
 class TeamThreadPath(AugThreadPath):
     """``augp`` with the preparing thread left at torch's process-wide thread count, so its
     kernels start an OpenMP (and MKL) team of their own beside the training thread's: what
@@ -415,7 +460,7 @@ def ablation_table(results, steps: int) -> list[str]:
 
 PATHS = {"keras": KerasPath, "plain": PlainPath, "fast": FastPath, "fit": FitPath,
          "aug": AugPath, "augp": AugThreadPath, "augw": ElasticThreadPath,
-         "fasti": IdleTeamPath, "augt": TeamThreadPath}
+         "fasti": IdleTeamPath, "augt": TeamThreadPath, "augi": IdleThreadPath, "aug1": OneThreadAugPath}
 
 
 def available(name: str) -> str | None:
@@ -425,7 +470,7 @@ def available(name: str) -> str | None:
             import keras  # noqa: F401
         elif name == "fit":
             from deeparch.train import fit  # noqa: F401
-        elif name in ("aug", "augp", "augw", "augt"):
+        elif name in ("aug", "augp", "augw", "augt", "augi", "aug1"):
             from deeparch.data.augment import Augment  # noqa: F401
             from deeparch.train.speed import BatchStream
             if name != "aug" and "prefetch" not in BatchStream.__init__.__code__.co_varnames:
@@ -471,6 +516,8 @@ def table(results: dict[str, list[tuple[float, float]]], epochs: int,
                           ("augp", "prefetched (prepared by a background thread)", "fast"),
                           ("augw", "prefetched, with elastic warping 34:4 added", "fast"),
                           ("augt", "prefetched by a thread with its own OpenMP team", "fast"),
+                          ("augi", "prefetched by a SCHED_IDLE thread", "fast"),
+                          ("aug1", "serial, its kernels on one thread", "fast"),
                           ("augp", "prefetched", "fasti"),
                           ("augw", "prefetched, with elastic warping", "fasti")):
         if k in med and base in med:
@@ -612,7 +659,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--paths", default="keras,plain,fast,fit,aug,augp,augw",
                     help="comma-separated subset of keras,plain,fast,fit,aug,augp,augw,fasti,"
-                         "augt")
+                         "augt,augi,aug1")
     ap.add_argument("--n", type=int, default=N_TRAIN, help="training images")
     ap.add_argument("--threads", default="0",
                     help="torch threads; a comma list (e.g. 1,2) times every path at each "
