@@ -417,6 +417,23 @@ def test_plain_bad_strings_have_a_caret(text, token, why):
     caret_under(e.value, token)
 
 
+TOKENS = st.sampled_from(["[CONV3-8 -> BN -> RELU]", "*2", " -> POOL2 -> ", "->", "POOL2",
+                          "[", "]", "CONV5-", "INPUT(8x8x1) -> ", " -> GAP -> FC-10", "BN",
+                          "*", "0", " ", "99999999999999999999"])
+
+
+@SETTINGS
+@given(st.lists(TOKENS, max_size=12).map("".join))
+def test_plain_decode_never_fails_otherwise(text):
+    """Any token soup is a SearchError or an architecture whose string reads back."""
+    sp = space("plain")
+    try:
+        arch = sp.decode(text)
+    except SearchError:
+        return
+    assert sp.decode(sp.encode(arch)) == arch
+
+
 def test_plain_stage_count_and_options():
     with pytest.raises(SearchError, match="has 2 stages, the string has 1 .give -S stages=1"):
         space("plain").decode("[CONV3-8 -> BN -> RELU]*2")
