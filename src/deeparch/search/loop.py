@@ -478,7 +478,7 @@ def plot_best_so_far(results: Sequence[SearchResult], path, reference: float | N
         arr[~np.isfinite(arr)] = np.nan
         x = np.arange(1, n + 1)
         mean = np.nanmean(arr, 0)
-        ax.plot(x, mean, label=f"{name} (mean of {len(runs)} seeds)")
+        ax.plot(x, mean, label=f"{name} (mean of {len(runs)} seed{'s' * (len(runs) != 1)})")
         lo, hi = np.nanpercentile(arr, lower, 0), np.nanpercentile(arr, upper, 0)
         if len(runs) > 1:
             ax.fill_between(x, lo, hi, alpha=0.2)
@@ -494,6 +494,8 @@ def plot_best_so_far(results: Sequence[SearchResult], path, reference: float | N
         ax.axhline(reference, ls="--", c="k", lw=1, label=f"optimum {reference:.2f}")
     r0 = results[0]
     ax.set_xlabel("queries")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))       # whole queries
     ax.set_ylabel(f"best {r0.objective} so far")
     ax.set_title(title or f"{r0.space}: best {r0.objective} found (band: "
                           f"{lower:g}-{upper:g}th percentile over seeds)", fontsize=9)
