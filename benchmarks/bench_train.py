@@ -292,7 +292,7 @@ class OneThreadAugPath(FastPath):
         from deeparch.data.augment import augment_from_spec
         from deeparch.train import speed
         inner = augment_from_spec("slides")
-        setter = speed._thread_runtimes()[0][1]
+        setter = speed._thread_runtimes()["openmp"][0]
 
         def one_thread(x, gen):
             setter(1)
@@ -460,7 +460,8 @@ def ablation_table(results, steps: int) -> list[str]:
 
 PATHS = {"keras": KerasPath, "plain": PlainPath, "fast": FastPath, "fit": FitPath,
          "aug": AugPath, "augp": AugThreadPath, "augw": ElasticThreadPath,
-         "fasti": IdleTeamPath, "augt": TeamThreadPath, "augi": IdleThreadPath, "aug1": OneThreadAugPath}
+         "fasti": IdleTeamPath, "augt": TeamThreadPath, "augi": IdleThreadPath,
+         "aug1": OneThreadAugPath}
 
 
 def available(name: str) -> str | None:

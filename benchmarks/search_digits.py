@@ -13,9 +13,10 @@ split and initialisation seed for every candidate); for nb201, the validation ac
 (population 5, sample size 2) and random search, BUDGET queries each, SEEDS seeds.
 
 Then every search's best network is trained FINAL_EPOCHS epochs (same recipe; FINAL_SEEDS
-training seeds, the mean test accuracy is its figure; nb201: one, the search seed) and tested on the digits test split (359 images), beside a hand-designed
-VGG-style network ``INPUT(8x8x1) -> [CONV3-W -> BN -> RELU]*2 -> POOL2 -> [CONV3-2W -> BN
--> RELU]*2 -> GAP -> FC-10`` whose width W is the largest with mult-adds <= the searched
+training seeds, the mean test accuracy is its figure; nb201: one, the search seed) and
+tested on the digits test split (359 images), beside a hand-designed VGG-style network
+``INPUT(8x8x1) -> [CONV3-W -> BN -> RELU]*2 -> POOL2 -> [CONV3-2W -> BN -> RELU]*2 -> GAP
+-> FC-10`` whose width W is the largest with mult-adds <= the searched
 network's (equal or smaller mult-adds), trained the same way with the same seed.
 
     .venv/bin/python benchmarks/search_digits.py [--seeds 5] [--budget 30] [--space plain]
@@ -157,7 +158,8 @@ def main(argv) -> None:
                 haccs.append(final_test(from_pattern(pattern), proxy, seed))
             acc, hacc = statistics.mean(accs), statistics.mean(haccs)
             rows[name].append({"seed": r.seed, "arch": r.best, "proxy": round(r.best_score, 4),
-                               "macs": m, "test": round(acc, 2), "tests": [round(a, 2) for a in accs],
+                               "macs": m, "test": round(acc, 2),
+                               "tests": [round(a, 2) for a in accs],
                                "hand": pattern, "hand_macs": hm, "hand_test": round(hacc, 2),
                                "hand_tests": [round(a, 2) for a in haccs]})
             print(name, rows[name][-1], flush=True)
@@ -179,11 +181,12 @@ def main(argv) -> None:
         out[f"{name}_mean_proxy"] = round(statistics.mean(x["proxy"] for x in rs), 2)
     stem = "search_digits" if which == "plain" else f"search_digits_{which}"
     (HERE / f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
+    what = ("validation accuracy" if metric == "accuracy"
+            else "minus the lowest validation loss")
     where = (f"plain CNNs, mult-adds <= {cap / 1e6:g} M" if which == "plain"
              else "nb201 cells (small skeleton)")
     plot_best_so_far(results["random"] + results["evolution"], HERE / f"{stem}.png",
-                     title=f"digits, {where}: best proxy ({proxy.describe().split(' after')[0][7:]},"
-                           f" {proxy_epochs} epochs)\n"
+                     title=f"digits, {where}: best proxy ({what}, {proxy_epochs} epochs)\n"
                            f"{seeds} seeds each")
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1))
 

@@ -1077,10 +1077,12 @@ def build_parser() -> argparse.ArgumentParser:
                "--budget 300 --seeds 10 --max-macs 50M -o out/\n"
                "  deeparch search --space nb201 --strategy evolution --objective proxy "
                "--data digits --epochs 2 --budget 20 -o out/\n"
-               "spaces: nb201 nasnet mobile plain scaling; strategies: random evolution reinforce "
-               "ppo grid;\nobjectives: table proxy synflow naswot snip grad_norm params macs",
+               "spaces: nb201 nasnet mobile plain scaling; strategies: random evolution "
+               "reinforce ppo grid;\nobjectives: table proxy synflow naswot snip grad_norm "
+               "params macs",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sr.add_argument("--space", default="nb201", help="nb201 (default), nasnet, mobile, plain, scaling")
+    sr.add_argument("--space", default="nb201",
+                    help="nb201 (default), nasnet, mobile, plain, scaling")
     sr.add_argument("-S", "--space-option", action="append", metavar="KEY=VALUE",
                     help="a space option, e.g. -S channels=8 -S cells=1 for a small nb201 "
                          "skeleton (repeatable)")

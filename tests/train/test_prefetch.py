@@ -140,10 +140,10 @@ def test_the_preparing_thread_runs_its_kernels_alone():
     """The worker's OpenMP (and MKL) count is 1, so it starts no team of its own beside the
     training thread's; the training thread and torch's process-wide count keep theirs."""
     runtimes = speed._thread_runtimes()
-    if not runtimes or runtimes[0][0] != "openmp":
+    if "openmp" not in runtimes:
         pytest.skip("no OpenMP runtime found in this process (the worker then keeps torch's "
                     "thread count, and prefetching still gives the serial batches)")
-    omp_max = runtimes[0][2]
+    omp_max = runtimes["openmp"][1]
     seen = []
 
     def record(batch, gen):
@@ -162,7 +162,7 @@ def test_the_preparing_thread_runs_its_kernels_alone():
 
 
 def test_without_a_known_runtime_the_thread_still_gives_the_serial_batches(monkeypatch):
-    monkeypatch.setattr(speed, "_RUNTIMES", [])
+    monkeypatch.setattr(speed, "_RUNTIMES", {})
     assert speed.single_threaded_worker() is False
     x, y = _data()
     kw = dict(seed=1, augment=augment_from_spec("slides"))

@@ -725,8 +725,10 @@ def _grid(coef: Tensor, h: int, w: int, like: Tensor, warp: tuple | None = None,
 
     Without a warp the grid is ONE broadcast multiply-add, ``rest + row * coef0`` over
     (N, H, W * 2) with the two planes interleaved in its contiguous last dimension (``rest``
-    = ``coef1 * col + coef2``, (N, 1, W * 2)): 2-3x faster on CPU than a broadcast add per
-    strided plane, and ~10x faster than ``F.affine_grid``'s batched matmul. With a warp
+    = ``coef1 * col + coef2``, (N, 1, W * 2)): cheaper on CPU than a broadcast add per
+    strided plane (``Augment(slides)`` 1.6-2.3 ms a batch against 2.5-2.6 ms before,
+    ``bench_augment.py --only-elastic``), and ~10x faster than ``F.affine_grid``'s batched
+    matmul. With a warp
     the whole grid comes out of the smoothing's GEMMs
     (:func:`deeparch.data.elastic.warped_grid`), stored (H, N, 2, W) and returned as the
     (N, H, W, 2) view that ``grid_sample`` reads as fast as a contiguous grid.

@@ -24,7 +24,10 @@ resampling):
   ``conv2d`` with a 33-tap kernel on CPU, and the result is the zero-padded convolution
   exactly (taps beyond the image see zeros, so the band needs no more than the image's
   size, whatever sigma is). The returned fields and displacements are (N, 2, H, W) views
-  of that storage.
+  of that storage;
+* :func:`warped_grid` gives ``Augment`` the whole sampling grid from those products (the
+  row pass writes into the grid's planes, the column pass adds the affine base), so the
+  displacement is never stored on its own.
 """
 from __future__ import annotations
 
@@ -117,22 +120,21 @@ def random_field(n: int, height: int, width: int, generator: torch.Generator | N
     return out.add_(0.5).mul_(1.0 / 32768.0).permute(1, 2, 0, 3)
 
 
-def _matrices(h: int, w: int, alpha: float, sigma: float, device, dtype,
+def _matrices(h: int, w: int, sigma: float, device, dtype,
               cache: dict | None) -> tuple[Tensor, Tensor, Tensor]:
-    """``(alpha * G_H, G_W^T, [G_H | rows | 1])`` from ``cache`` when it has them: the two
-    smoothing matrices, and G_H widened by the row index and a column of ones (H x (H + 2)),
-    with which one GEMM both smooths along the columns and adds an affine grid's base."""
-    key = (h, w, float(alpha), float(sigma), device, dtype)
+    """``(G_H, G_W^T, [G_H | rows | 1])`` from ``cache`` when it has them: the two smoothing
+    matrices, and G_H widened by the row index and a column of ones (H x (H + 2)), with
+    which one GEMM both smooths along the columns and adds an affine grid's base."""
+    key = (h, w, float(sigma), device, dtype)
     mats = cache.get(key) if cache is not None else None
     if mats is None:
-        # alpha is folded into the column pass (left-multiplied); the row pass right-
-        # multiplies by the transpose (the matrix is symmetric, but say what is meant)
+        # the column pass left-multiplies by G_H; the row pass right-multiplies by the
+        # transpose of G_W (the matrix is symmetric, but say what is meant)
         g = smoothing_matrix(h, sigma)
-        gh = (g * float(alpha)).to(device, dtype)
-        gw = smoothing_matrix(w, sigma).T.contiguous().to(device, dtype)
         wide = torch.cat([g, torch.arange(h, dtype=g.dtype).view(h, 1),
-                          torch.ones(h, 1, dtype=g.dtype)], 1).to(device, dtype)
-        mats = (gh, gw, wide)
+                          torch.ones(h, 1, dtype=g.dtype)], 1)
+        mats = (g.to(device, dtype), smoothing_matrix(w, sigma).T.contiguous().to(device, dtype),
+                wide.to(device, dtype))
         if cache is not None:
             if len(cache) >= 8:
                 cache.clear()
@@ -157,12 +159,12 @@ def elastic_displacement(field: Tensor, alpha: float, sigma: float,
     smoothing matrices for the next call with the same sizes."""
     n, _, h, w = field.shape
     s, dtype = _layout(field)
-    gh, gw, _ = _matrices(h, w, alpha, sigma, field.device, dtype, cache)
+    gh, gw, _ = _matrices(h, w, sigma, field.device, dtype, cache)
     # In the layout (H, N, 2, W) both passes are one GEMM each over the whole batch: W is
     # innermost (right-multiply by G_W^T), H outermost (left-multiply by G_H): no batched
     # small products, no transposes. random_field draws in this layout already.
     a = s.view(h * n * 2, w) @ gw                             # along each row (W)
-    b = gh @ a.view(h, n * 2 * w)                             # along each column (H)
+    b = (gh @ a.view(h, n * 2 * w)).mul_(float(alpha))       # along each column (H)
     return b.view(h, n, 2, w).permute(1, 2, 0, 3)
 
 
@@ -183,7 +185,7 @@ def warped_grid(field: Tensor, alpha: float, sigma: float, row_coef: Tensor,
     are written), so the base is never a pass of its own."""
     n, _, h, w = field.shape
     s, dtype = _layout(field)
-    gh, gw, wide = _matrices(h, w, 1.0, sigma, field.device, dtype, cache)
+    _, gw, wide = _matrices(h, w, sigma, field.device, dtype, cache)
     rhs = torch.empty(h + 2, n, 2, w, device=field.device, dtype=dtype)
     for plane, comp in ((0, 1), (1, 0)):          # x <- column displacement, y <- row
         rhs[:h, :, plane, :].flatten(0, 1).addmm_(s[:, :, comp, :].flatten(0, 1), gw,

@@ -21,6 +21,7 @@ An arch is the tuple of its stages, each ``(width, depth, kernel)``.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Iterator, Sequence
 
@@ -137,7 +138,6 @@ class PlainSpace(Space):
         return self._structure(arch)
 
     def enumerate(self) -> Iterator[tuple]:
-        import itertools
         per_stage = list(itertools.product(*self._lists()))
         return itertools.product(per_stage, repeat=self.stages)
 

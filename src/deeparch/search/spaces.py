@@ -222,7 +222,8 @@ def space(name: str, **options) -> Space:
 def find_space(text: str, **options) -> tuple[Space, tuple]:
     """The space an architecture string belongs to, and its arch: ``|op~i|+...`` is nb201,
     ``... normal: ... | reduction: ...`` nasnet (B read from the string), ``[CONV...`` or
-    ``INPUT(...`` plain (its stages counted), anything else mobile. ``options`` configure the space found. Errors are the space's own (with a caret)."""
+    ``INPUT(...`` plain (its stages counted), anything else mobile. ``options`` configure
+    the space found. Errors are the space's own (with a caret)."""
     text = check_text(text, "search-space")
     stripped = text.strip()
     if stripped.startswith("|"):

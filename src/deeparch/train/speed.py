@@ -30,10 +30,11 @@ of its own, which put libgomp over its core count and changed how the training t
 team spin-waits (the step got 0.57x as fast on the quiet 2-core machine, 5.7x faster on a
 busy one). Measured on the quiet 2-core machine (``bench_train.py --paths
 fast,aug,augp,augt --repeats 15 --n 5120``, medians of per-repeat ratios against no
-augmentation): with 1 torch thread, serial +5.4%, prefetched +2.2%; with 2 torch threads,
-serial +6.1%, prefetched +5.5% (a thread with its own team: +11.1%). So ``'auto'`` uses the
-thread where a core is free beside torch's threads; with every core running torch there
-is no idle core to hide the work in, and the serial path costs the same.
+augmentation, three runs): with 1 torch thread, serial +0.8 to +5.4%, prefetched -4.2 to
++2.2%; with 2 torch threads, serial +6.1 to +9.1%, prefetched +5.5 to +12.7% (a thread with
+its own team: +11.1, +18.0%). So ``'auto'`` uses the thread where a core is free beside
+torch's threads; with every core running torch there is no idle core to hide the work in,
+and the serial path costs the same.
 
 Not used, measured: bf16 (the probe passes on this CPU, but bf16 convolutions run 4x
 slower than fp32, so :func:`autocast` stays off on CPU); ``torch.compile`` of the
@@ -267,20 +268,21 @@ class BatchStream:
             pool.shutdown(wait=True)
 
 
-_RUNTIMES: list | None = None
+_RUNTIMES: dict | None = None
 
 
-def _thread_runtimes() -> list:
-    """The per-thread thread-count setters of the loaded parallel runtimes, as
-    ``(name, setter, getter)``: OpenMP's ``omp_set_num_threads`` (libgomp or Intel's
-    libiomp5, whichever torch loaded; it sets the *calling thread's* nthreads-var) and MKL's
-    ``MKL_Set_Num_Threads_Local`` (its documented C entry, by value; the lower-case names
-    are the Fortran ones, by reference) where torch's library exports it. Linux only (the
-    loaded libraries are read from /proc/self/maps); an empty list elsewhere."""
+def _thread_runtimes() -> dict:
+    """The per-thread thread-count setters of the loaded parallel runtimes:
+    ``{'openmp': (omp_set_num_threads, omp_get_max_threads), 'mkl': (setter, None)}``.
+    OpenMP's (libgomp or Intel's libiomp5, whichever torch loaded) sets the *calling
+    thread's* nthreads-var; MKL's is ``MKL_Set_Num_Threads_Local`` (its documented C entry,
+    by value; the lower-case names are the Fortran ones, by reference), where torch's
+    library exports it. Linux only (the loaded libraries are read from /proc/self/maps);
+    empty elsewhere."""
     global _RUNTIMES
     if _RUNTIMES is not None:
         return _RUNTIMES
-    found: list = []
+    found: dict = {}
     try:
         with open("/proc/self/maps") as f:
             paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so")
@@ -291,17 +293,16 @@ def _thread_runtimes() -> list:
             lib.omp_set_num_threads.argtypes = [ctypes.c_int]
             lib.omp_set_num_threads.restype = None
             lib.omp_get_max_threads.restype = ctypes.c_int
-            found.append(("openmp", lib.omp_set_num_threads, lib.omp_get_max_threads))
+            found["openmp"] = (lib.omp_set_num_threads, lib.omp_get_max_threads)
         cpu = [p for p in paths if os.path.basename(p) == "libtorch_cpu.so"]
         if cpu:
-            lib = ctypes.CDLL(cpu[0])
-            fn = getattr(lib, "MKL_Set_Num_Threads_Local", None)
+            fn = getattr(ctypes.CDLL(cpu[0]), "MKL_Set_Num_Threads_Local", None)
             if fn is not None:
                 fn.argtypes = [ctypes.c_int]
                 fn.restype = ctypes.c_int
-                found.append(("mkl", fn, None))
+                found["mkl"] = (fn, None)
     except (OSError, AttributeError, IndexError):
-        found = []
+        found = {}
     _RUNTIMES = found
     return found
 
@@ -320,12 +321,12 @@ def single_threaded_worker() -> bool:
     ``index_select`` (which enters torch's parallel_for without forking) runs first, so that
     the lazy setting does not undo this one later."""
     runtimes = _thread_runtimes()
-    if not runtimes or runtimes[0][0] != "openmp":
+    if "openmp" not in runtimes:
         return False
     torch.arange(8).index_select(0, torch.tensor([1, 2]))      # torch's lazy per-thread init
-    for _, setter, _ in runtimes:
+    for setter, _ in runtimes.values():
         setter(1)
-    return runtimes[0][2]() == 1
+    return runtimes["openmp"][1]() == 1
 
 
 def usable_cores() -> int:
